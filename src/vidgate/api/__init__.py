@@ -1,0 +1,80 @@
+"""The HTTP API: `create_app(settings)` builds the FastAPI app (and, by default, its worker)."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import time
+from collections.abc import AsyncIterator
+from dataclasses import dataclass, field
+
+from fastapi import FastAPI
+from fastapi.responses import ORJSONResponse
+
+import vidgate
+from vidgate.config import Settings
+from vidgate.db import Database
+from vidgate.providers import Router
+from vidgate.signing import Signer, load_secret
+from vidgate.storage import LocalStorage
+from vidgate.worker import Worker
+
+
+@dataclass
+class Gateway:
+    """Everything a request handler needs, built once per process."""
+
+    settings: Settings
+    database: Database
+    storage: LocalStorage
+    signer: Signer
+    router: Router
+    worker: Worker | None = None
+    started_at: float = field(default_factory=time.time)
+    #: key id -> last time `last_used_at` was written (written at most once a minute per key).
+    touched: dict[str, float] = field(default_factory=dict)
+
+    def wake_worker(self) -> None:
+        if self.worker is not None:
+            self.worker.wake()
+
+
+def build_gateway(settings: Settings, *, run_worker: bool) -> Gateway:
+    database = Database(settings.effective_database_url)
+    storage = LocalStorage(settings.files_dir)
+    signer = Signer(load_secret(database, settings.secret_key))
+    router = Router(settings)
+    gateway = Gateway(settings, database, storage, signer, router)
+    if run_worker:
+        gateway.worker = Worker(settings, database, storage, signer, router.build())
+    return gateway
+
+
+def create_app(settings: Settings, *, run_worker: bool = True) -> FastAPI:
+    from vidgate.api import discovery, errors, files, tasks_routes, uploads, videos
+
+    @contextlib.asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        gateway = build_gateway(settings, run_worker=run_worker)
+        app.state.gateway = gateway
+        stop = asyncio.Event()
+        worker_task = asyncio.create_task(gateway.worker.run(stop)) if gateway.worker else None
+        try:
+            yield
+        finally:
+            stop.set()
+            if worker_task is not None:
+                await worker_task
+            gateway.database.dispose()
+
+    app = FastAPI(
+        title="vidgate",
+        version=vidgate.__version__,
+        description="Self-hosted gateway for asynchronous AI video generation (apimart video API).",
+        lifespan=lifespan,
+        default_response_class=ORJSONResponse,
+    )
+    errors.install(app)
+    for module in (videos, tasks_routes, uploads, discovery, files):
+        app.include_router(module.router)
+    return app

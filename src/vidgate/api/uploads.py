@@ -1,0 +1,94 @@
+"""`POST /v1/uploads/images`: store an image and answer a signed URL that generation requests accept."""
+
+from __future__ import annotations
+
+import re
+import time
+from typing import Any
+
+from fastapi import APIRouter, Depends, Request
+from fastapi.concurrency import run_in_threadpool
+from fastapi.responses import ORJSONResponse
+from starlette.datastructures import UploadFile
+
+from vidgate import db, ids, keys
+from vidgate.api import Gateway
+from vidgate.api.auth import current_key, gateway_of
+from vidgate.api.videos import base_url
+from vidgate.errors import InvalidRequest, PayloadTooLarge
+from vidgate.images import sniff_format
+
+router = APIRouter(tags=["uploads"])
+
+MAX_UPLOAD_BYTES = 20 * 1024 * 1024
+_CONTENT_TYPES = {"jpeg": "image/jpeg", "png": "image/png", "webp": "image/webp", "gif": "image/gif"}
+_EXTENSIONS = {"jpeg": ".jpg", "png": ".png", "webp": ".webp", "gif": ".gif"}
+_UNSAFE = re.compile(r"[^A-Za-z0-9._-]+")
+
+_UPLOAD_SCHEMA = {
+    "requestBody": {
+        "required": True,
+        "content": {
+            "multipart/form-data": {
+                "schema": {
+                    "type": "object",
+                    "required": ["file"],
+                    "properties": {"file": {"type": "string", "format": "binary"}},
+                }
+            }
+        },
+    }
+}
+
+
+@router.post("/v1/uploads/images", openapi_extra=_UPLOAD_SCHEMA, summary="Upload a reference image")
+async def upload_image(request: Request, key: keys.ApiKey = Depends(current_key)) -> ORJSONResponse:
+    gateway = gateway_of(request)
+    declared = request.headers.get("content-length")
+    if declared and declared.isdigit() and int(declared) > MAX_UPLOAD_BYTES + 64 * 1024:
+        raise PayloadTooLarge("upload_too_large", param="file", limit_mb=MAX_UPLOAD_BYTES // 2**20)
+    form = await request.form(max_files=1, max_fields=10)
+    upload = form.get("file")
+    if not isinstance(upload, UploadFile):
+        raise InvalidRequest("upload_missing_file", param="file")
+    data = await upload.read(MAX_UPLOAD_BYTES + 1)
+    await form.close()
+    if len(data) > MAX_UPLOAD_BYTES:
+        raise PayloadTooLarge("upload_too_large", param="file", limit_mb=MAX_UPLOAD_BYTES // 2**20)
+    detected = sniff_format(data)
+    if detected not in _CONTENT_TYPES:
+        raise InvalidRequest("upload_format", param="file", detected=detected or "unknown")
+    filename = upload.filename or f"image{_EXTENSIONS[detected]}"
+    body = await run_in_threadpool(_store, gateway, key, filename, detected, data, base_url(gateway, request))
+    return ORJSONResponse(body)
+
+
+def _store(
+    gateway: Gateway, key: keys.ApiKey, filename: str, fmt: str, data: bytes, base: str
+) -> dict[str, Any]:
+    upload_id = ids.new_id("upl")
+    safe = _UNSAFE.sub("-", filename.rsplit("/", 1)[-1].rsplit("\\", 1)[-1]).strip(".-")[:80] or "image"
+    storage_key = f"uploads/{upload_id}/{safe}"
+    gateway.storage.put_bytes(storage_key, data)
+    now = time.time()
+    expires = int(now + gateway.settings.upload_ttl_seconds)
+    with gateway.database.write() as conn:
+        conn.execute(
+            db.uploads.insert().values(
+                id=upload_id,
+                key_id=key.id,
+                storage_key=storage_key,
+                filename=filename[:255],
+                content_type=_CONTENT_TYPES[fmt],
+                bytes=len(data),
+                created_at=now,
+                expires_at=expires,
+            )
+        )
+    return {
+        "url": gateway.signer.url(base, storage_key, expires),
+        "filename": filename,
+        "content_type": _CONTENT_TYPES[fmt],
+        "bytes": len(data),
+        "created_at": int(now),
+    }

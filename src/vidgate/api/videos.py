@@ -1,0 +1,101 @@
+"""`POST /v1/videos/generations`: validate against the catalog, route, enqueue."""
+
+from __future__ import annotations
+
+import re
+from typing import Any
+
+import orjson
+from fastapi import APIRouter, Request
+from fastapi.concurrency import run_in_threadpool
+from fastapi.responses import ORJSONResponse
+
+from vidgate import catalog, keys, tasks
+from vidgate.api import Gateway, views
+from vidgate.api.auth import current_key, gateway_of
+from vidgate.errors import InvalidRequest, PayloadTooLarge, ServerError
+from vidgate.status import Status
+
+router = APIRouter(tags=["videos"])
+
+_IDEMPOTENCY_KEY = re.compile(r"^[\x21-\x7e]{1,191}$")
+MAX_BODY_BYTES = 1024 * 1024
+
+_SUBMIT_SCHEMA = {
+    "requestBody": {
+        "required": True,
+        "content": {
+            "application/json": {
+                "schema": {
+                    "oneOf": [
+                        {"$ref": f"#/components/schemas/{cls.__name__}"} for cls in catalog.MODELS.values()
+                    ]
+                }
+            }
+        },
+    }
+}
+
+
+def base_url(gateway: Gateway, request: Request) -> str:
+    return gateway.settings.public_url or str(request.base_url).rstrip("/")
+
+
+@router.post("/v1/videos/generations", openapi_extra=_SUBMIT_SCHEMA, summary="Submit a video generation task")
+async def submit(request: Request) -> ORJSONResponse:
+    gateway = gateway_of(request)
+    version = views.response_version(request.headers.get("x-apimart-response-version"))
+    idempotency_key = request.headers.get("idempotency-key")
+    if idempotency_key is not None and not _IDEMPOTENCY_KEY.match(idempotency_key):
+        raise InvalidRequest("idempotency_key_invalid", param="Idempotency-Key")
+    raw = await request.body()
+    if len(raw) > MAX_BODY_BYTES:
+        raise PayloadTooLarge(limit=MAX_BODY_BYTES)
+    key = await run_in_threadpool(current_key, request)
+    try:
+        body = orjson.loads(raw)
+    except orjson.JSONDecodeError as exc:
+        raise InvalidRequest("invalid_json", detail=str(exc).split(":")[0]) from None
+    parsed = catalog.parse(body)
+    row, replayed = await run_in_threadpool(_enqueue, gateway, key, parsed, body, idempotency_key)
+    if not replayed:
+        gateway.wake_worker()
+    headers = {"Idempotency-Replayed": "true"} if replayed else {}
+    if version is not None:
+        headers["X-APIMart-Response-Version"] = version
+    data = views.submitted_view(
+        row, signer=gateway.signer, base_url=base_url(gateway, request), version=version
+    )
+    return ORJSONResponse({"code": 200, "data": data}, headers=headers)
+
+
+def _enqueue(
+    gateway: Gateway, key: keys.ApiKey, parsed: catalog.VideoRequest, body: dict[str, Any], idem: str | None
+) -> tuple[Any, bool]:
+    if parsed.source_task_id is not None:
+        _check_extension_source(gateway, key, parsed.source_task_id)
+    provider_name = gateway.router.pick(parsed.model)
+    if provider_name is None:
+        raise ServerError()
+    provider_cls = gateway.router.enabled[provider_name]
+    estimate = provider_cls(gateway.settings).estimated_time(parsed)
+    return tasks.create(
+        gateway.database,
+        key_id=key.id,
+        request=parsed,
+        body=body,
+        provider=provider_name,
+        estimated_time=estimate,
+        idempotency_key=idem,
+    )
+
+
+def _check_extension_source(gateway: Gateway, key: keys.ApiKey, source_id: str) -> None:
+    source = tasks.get(gateway.database, source_id, key.id)
+    param = "extend_from_task_id"
+    if source is None:
+        raise InvalidRequest("extend_source_missing", param=param, actual=source_id)
+    if source.model != "pixverse-v6":
+        raise InvalidRequest("extend_source_model", param=param, model=source.model)
+    if source.status != Status.COMPLETED:
+        raise InvalidRequest("extend_source_state", param=param, status=source.status)

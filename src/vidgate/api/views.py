@@ -1,0 +1,108 @@
+"""Task rows as the apimart wire shows them, in both response versions.
+
+Legacy (default): submit answers `{"code":200,"data":[{"status":"submitted","task_id":...}]}`.
+With `X-APIMart-Response-Version: 2026-07-27` (or later), submit and query answer one task object
+with `"object": "generation.task"`.
+"""
+
+from __future__ import annotations
+
+import re
+import time
+from decimal import Decimal
+from typing import Any
+
+from vidgate import i18n, tasks
+from vidgate.errors import InvalidRequest
+from vidgate.signing import Signer
+from vidgate.status import Status
+
+RESPONSE_VERSION = "2026-07-27"
+_DATE = re.compile(r"^\d{4}-\d{2}-\d{2}$")
+
+
+def response_version(header: str | None) -> str | None:
+    """The contract version the caller asked for: None (legacy) or RESPONSE_VERSION."""
+    if header is None or not header.strip():
+        return None
+    value = header.strip()
+    if not _DATE.match(value):
+        raise InvalidRequest("response_version_invalid", param="X-APIMart-Response-Version")
+    return RESPONSE_VERSION if value >= RESPONSE_VERSION else None
+
+
+def _number(value: Any) -> float | int:
+    if isinstance(value, Decimal):
+        return int(value) if value == value.to_integral_value() else float(value)
+    return value if isinstance(value, int | float) else 0
+
+
+def progress_of(row: Any, now: float) -> int:
+    status = Status(row.status)
+    if status is Status.COMPLETED:
+        return 100
+    if status is Status.PENDING or row.started_at is None:
+        return int(row.progress)
+    if status is Status.PROCESSING and row.progress == 0 and row.estimated_time:
+        # No figure from the engine yet: elapsed over estimate, never 100 before the end.
+        return min(99, int(100 * (now - row.started_at) / max(1, row.estimated_time)))
+    return min(99, int(row.progress))
+
+
+def error_of(error: dict[str, Any], language: str) -> dict[str, Any]:
+    params = dict(error.get("params") or {})
+    code = str(error.get("code", "server_error"))
+    body: dict[str, Any] = {
+        "code": code,
+        "message": i18n.message(code, language, **params),
+        "type": error.get("type", "server_error"),
+    }
+    if params.get("param"):
+        body["param"] = params["param"]
+    return body
+
+
+def task_view(
+    row: Any, *, signer: Signer, base_url: str, language: str = "en", version: str | None = None
+) -> dict[str, Any]:
+    now = time.time()
+    data: dict[str, Any] = {}
+    if version is not None:
+        data["object"] = "generation.task"
+    data |= {
+        "id": row.id,
+        "model": row.model,
+        "status": row.status,
+        "progress": progress_of(row, now),
+        "created": int(row.created_at),
+        "estimated_time": int(row.estimated_time),
+        "cost": _number(row.cost),
+        "provider": row.provider,
+    }
+    status = Status(row.status)
+    if status is Status.COMPLETED:
+        result = tasks.decode_json(row.result) or {}
+        expires = int(row.expires_at)
+        video: dict[str, Any] = {
+            "url": [signer.url(base_url, result["video"], expires)],
+            "expires_at": expires,
+        }
+        for name in ("width", "height", "duration", "fps", "has_audio"):
+            if name in result:
+                video[name] = result[name]
+        data["completed"] = int(row.completed_at)
+        data["actual_time"] = max(0, round(row.completed_at - row.created_at))
+        data["result"] = {"videos": [video]}
+        if result.get("thumbnail"):
+            data["result"]["thumbnail_url"] = signer.url(base_url, result["thumbnail"], expires)
+    elif status is Status.FAILED:
+        data["error"] = error_of(tasks.decode_json(row.error) or {}, language)
+    elif status is Status.CANCELLED and row.completed_at is not None:
+        data["completed"] = int(row.completed_at)
+    return data
+
+
+def submitted_view(row: Any, *, signer: Signer, base_url: str, version: str | None) -> Any:
+    if version is None:
+        return [{"status": "submitted", "task_id": row.id}]
+    return task_view(row, signer=signer, base_url=base_url, version=version)

@@ -1,0 +1,73 @@
+"""Settings: every knob is a `VIDGATE_*` environment variable (see README, "Configuration")."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from pydantic import Field, field_validator
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+
+class Settings(BaseSettings):
+    model_config = SettingsConfigDict(env_prefix="VIDGATE_", extra="ignore")
+
+    #: Where SQLite, uploads and results live when no other store is configured.
+    data_dir: Path = Path("./data")
+    #: SQLAlchemy URL; empty means `sqlite:///<data_dir>/vidgate.db`.
+    database_url: str = ""
+    #: Base URL clients reach this server at; used to build signed file URLs.
+    #: Empty means "derive from the incoming request".
+    public_url: str = ""
+    #: HMAC key for signed file URLs. Empty: one is generated once and kept in the database.
+    secret_key: str = ""
+
+    host: str = "127.0.0.1"
+    port: int = 8000
+
+    #: How long result URLs stay valid after completion, in seconds (apimart documents 24 h).
+    result_ttl_seconds: int = 86_400
+    #: How long upload URLs stay valid, in seconds (apimart documents 72 h).
+    upload_ttl_seconds: int = 259_200
+
+    #: Allow image URLs on loopback/private ranges (tests, trusted LANs). Off by default: SSRF guard.
+    allow_private_urls: bool = False
+    #: Total bytes a task may download for its inputs.
+    max_input_bytes: int = 200 * 1024 * 1024
+    #: Seconds for one input download, connect to last byte.
+    fetch_timeout_seconds: float = 30.0
+
+    #: Worker: seconds a claim is held before another worker may take the task over.
+    lease_seconds: float = 30.0
+    #: Worker: seconds between looks for due tasks when nothing woke it.
+    poll_interval_seconds: float = 0.5
+    #: Worker: tasks rendered at once by the local CPU renderer (per process).
+    local_concurrency: int = Field(default=1, ge=1)
+    #: Worker: attempts before a task that keeps crashing its worker is failed.
+    max_attempts: int = Field(default=3, ge=1)
+
+    #: Providers per model, in order of preference, as JSON: {"viduq3": ["vidu", "local"]}.
+    #: A model not listed goes to its upstream when credentials are set, else to `local`.
+    routes: dict[str, list[str]] = Field(default_factory=dict)
+
+    #: Encoder preset for the CPU renderer (x264 preset names).
+    local_preset: str = "veryfast"
+
+    @field_validator("public_url")
+    @classmethod
+    def _strip_slash(cls, value: str) -> str:
+        return value.rstrip("/")
+
+    @property
+    def effective_database_url(self) -> str:
+        if self.database_url:
+            return self.database_url
+        return f"sqlite:///{(self.data_dir / 'vidgate.db').resolve()}"
+
+    @property
+    def files_dir(self) -> Path:
+        return self.data_dir / "files"
+
+
+def get_settings(**overrides: object) -> Settings:
+    """Build settings from the environment; only entry points call this."""
+    return Settings(**overrides)  # type: ignore[arg-type]

@@ -1,0 +1,197 @@
+"""Schema (SQLAlchemy Core) and the database handle, for SQLite and PostgreSQL alike.
+
+Times are UNIX seconds as floats: one representation on both dialects, cheap to compare in SQL.
+The CHECK constraints repeat `status.py` so that no writer, however buggy, stores an impossible row.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from contextlib import contextmanager
+from typing import Any
+
+import sqlalchemy as sa
+from sqlalchemy import event
+from sqlalchemy.engine import Connection, Engine
+
+from vidgate.status import Phase, Status
+
+metadata = sa.MetaData(
+    naming_convention={
+        "ix": "ix_%(table_name)s_%(column_0_N_name)s",
+        "uq": "uq_%(table_name)s_%(column_0_N_name)s",
+        "ck": "ck_%(table_name)s_%(constraint_name)s",
+        "fk": "fk_%(table_name)s_%(column_0_name)s_%(referred_table_name)s",
+        "pk": "pk_%(table_name)s",
+    }
+)
+
+
+def _in(column: str, values: list[str]) -> str:
+    return f"{column} IN ({', '.join(repr(v) for v in values)})"
+
+
+#: Python None must be SQL NULL (not JSON "null") so the CHECK constraints see it.
+JSON = sa.JSON(none_as_null=True)
+
+_STATUSES = [s.value for s in Status]
+_PHASES = [p.value for p in Phase]
+
+api_keys = sa.Table(
+    "api_keys",
+    metadata,
+    sa.Column("id", sa.String(40), primary_key=True),
+    sa.Column("name", sa.String(200), nullable=False),
+    sa.Column("key_hash", sa.String(64), nullable=False, unique=True),
+    sa.Column("prefix", sa.String(16), nullable=False),
+    sa.Column("created_at", sa.Float, nullable=False),
+    sa.Column("last_used_at", sa.Float),
+    sa.Column("revoked_at", sa.Float),
+)
+
+tasks = sa.Table(
+    "tasks",
+    metadata,
+    sa.Column("id", sa.String(40), primary_key=True),
+    sa.Column("key_id", sa.String(40), sa.ForeignKey("api_keys.id"), nullable=False),
+    sa.Column("model", sa.String(64), nullable=False),
+    sa.Column("mode", sa.String(32), nullable=False),
+    sa.Column("request", JSON, nullable=False),
+    sa.Column("provider", sa.String(32), nullable=False),
+    sa.Column("status", sa.String(16), nullable=False),
+    sa.Column("phase", sa.String(32), nullable=False),
+    sa.Column("progress", sa.Integer, nullable=False, server_default="0"),
+    sa.Column("estimated_time", sa.Integer, nullable=False),
+    sa.Column("cost", sa.Numeric(18, 6), nullable=False, server_default="0"),
+    sa.Column("created_at", sa.Float, nullable=False),
+    sa.Column("started_at", sa.Float),
+    sa.Column("completed_at", sa.Float),
+    sa.Column("expires_at", sa.Float),
+    sa.Column("updated_at", sa.Float, nullable=False),
+    # Queue and lease: a task is due when next_run_at <= now and no live lease holds it.
+    sa.Column("next_run_at", sa.Float),
+    sa.Column("lease_owner", sa.String(64)),
+    sa.Column("lease_until", sa.Float),
+    sa.Column("lease_token", sa.Integer, nullable=False, server_default="0"),
+    sa.Column("attempts", sa.Integer, nullable=False, server_default="0"),
+    # Upstream handle (relay providers) and outcome.
+    sa.Column("upstream_id", sa.String(128)),
+    sa.Column("upstream_state", JSON),
+    sa.Column("result", JSON),
+    sa.Column("error", JSON),
+    # Idempotent submits: the same key + Idempotency-Key replays; request_hash tells a reuse apart.
+    sa.Column("idempotency_key", sa.String(191)),
+    sa.Column("request_hash", sa.String(64), nullable=False),
+    sa.CheckConstraint(_in("status", _STATUSES), name="status_valid"),
+    sa.CheckConstraint(_in("phase", _PHASES), name="phase_valid"),
+    sa.CheckConstraint("progress >= 0 AND progress <= 100", name="progress_range"),
+    sa.CheckConstraint(
+        "status <> 'completed' OR (result IS NOT NULL AND progress = 100)", name="completed_has_result"
+    ),
+    sa.CheckConstraint("status <> 'failed' OR error IS NOT NULL", name="failed_has_error"),
+    sa.CheckConstraint("status = 'completed' OR progress < 100", name="progress_below_100_until_done"),
+    sa.CheckConstraint(
+        "(status IN ('completed', 'failed', 'cancelled')) = (completed_at IS NOT NULL)",
+        name="terminal_has_completed_at",
+    ),
+    sa.UniqueConstraint("key_id", "idempotency_key"),
+    sa.Index("ix_tasks_due", "status", "next_run_at"),
+    sa.Index("ix_tasks_key_created", "key_id", "created_at"),
+)
+
+task_events = sa.Table(
+    "task_events",
+    metadata,
+    sa.Column("id", sa.Integer, primary_key=True, autoincrement=True),
+    sa.Column("task_id", sa.String(40), sa.ForeignKey("tasks.id", ondelete="CASCADE"), nullable=False),
+    sa.Column("at", sa.Float, nullable=False),
+    sa.Column("from_status", sa.String(16)),
+    sa.Column("to_status", sa.String(16), nullable=False),
+    sa.Column("phase", sa.String(32), nullable=False),
+    sa.Column("worker", sa.String(64)),
+    sa.Column("detail", JSON),
+    sa.Index("ix_task_events_task", "task_id", "id"),
+)
+
+uploads = sa.Table(
+    "uploads",
+    metadata,
+    sa.Column("id", sa.String(40), primary_key=True),
+    sa.Column("key_id", sa.String(40), sa.ForeignKey("api_keys.id"), nullable=False),
+    sa.Column("storage_key", sa.String(255), nullable=False, unique=True),
+    sa.Column("filename", sa.String(255), nullable=False),
+    sa.Column("content_type", sa.String(64), nullable=False),
+    sa.Column("bytes", sa.BigInteger, nullable=False),
+    sa.Column("created_at", sa.Float, nullable=False),
+    sa.Column("expires_at", sa.Float, nullable=False),
+)
+
+#: Small server-wide values, such as the generated URL-signing secret.
+meta = sa.Table(
+    "meta",
+    metadata,
+    sa.Column("name", sa.String(64), primary_key=True),
+    sa.Column("value", sa.Text, nullable=False),
+)
+
+
+def normalize_url(url: str) -> str:
+    """Accept plain `postgresql://` URLs and use the psycopg 3 driver for them."""
+    for prefix in ("postgresql://", "postgres://"):
+        if url.startswith(prefix):
+            return "postgresql+psycopg://" + url[len(prefix) :]
+    return url
+
+
+class Database:
+    """One engine plus transaction helpers that take the right lock on each dialect."""
+
+    def __init__(self, url: str, *, echo: bool = False) -> None:
+        self.url = normalize_url(url)
+        self.engine: Engine = _make_engine(self.url, echo=echo)
+
+    @property
+    def is_sqlite(self) -> bool:
+        return self.engine.dialect.name == "sqlite"
+
+    @contextmanager
+    def read(self) -> Iterator[Connection]:
+        with self.engine.connect() as conn, conn.begin():
+            yield conn
+
+    @contextmanager
+    def write(self) -> Iterator[Connection]:
+        """A write transaction; on SQLite `BEGIN IMMEDIATE` takes the write lock up front, so a
+        read-then-write transaction never fails to upgrade (SQLITE_BUSY despite busy_timeout)."""
+        with self.engine.connect() as conn:
+            conn = conn.execution_options(vidgate_immediate=True)
+            with conn.begin():
+                yield conn
+
+    def dispose(self) -> None:
+        self.engine.dispose()
+
+
+def _make_engine(url: str, *, echo: bool) -> Engine:
+    if not url.startswith("sqlite"):
+        return sa.create_engine(url, echo=echo, pool_pre_ping=True, pool_size=10, max_overflow=20)
+
+    engine = sa.create_engine(url, echo=echo, connect_args={"check_same_thread": False, "timeout": 30})
+
+    @event.listens_for(engine, "connect")
+    def _on_connect(dbapi_conn: Any, _record: Any) -> None:
+        # Let SQLAlchemy's `begin` event issue BEGIN itself (pysqlite's implicit BEGIN is deferred).
+        dbapi_conn.isolation_level = None
+        cursor = dbapi_conn.cursor()
+        cursor.execute("PRAGMA journal_mode=WAL")
+        cursor.execute("PRAGMA synchronous=NORMAL")
+        cursor.execute("PRAGMA foreign_keys=ON")
+        cursor.execute("PRAGMA busy_timeout=30000")
+        cursor.close()
+
+    @event.listens_for(engine, "begin")
+    def _on_begin(conn: Connection) -> None:
+        immediate = conn.get_execution_options().get("vidgate_immediate", False)
+        conn.exec_driver_sql("BEGIN IMMEDIATE" if immediate else "BEGIN")
+
+    return engine

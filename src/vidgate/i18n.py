@@ -1,0 +1,198 @@
+"""Localized messages for API errors and task errors (`?language=en|zh|ko|ja`).
+
+English and Chinese cover every key; Korean and Japanese cover the common ones and fall back to
+English. Templates use `str.format` fields; `{param}` is the offending field's name.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+LANGUAGES = ("en", "zh", "ko", "ja")
+
+_EN: dict[str, str] = {
+    # API errors
+    "invalid_request": "Invalid request parameters",
+    "payload_too_large": "Request body too large (maximum {limit} bytes)",
+    "authentication": "Invalid authentication credentials",
+    "payment_required": "Insufficient balance. Please top up your account",
+    "permission": "Access forbidden. You don't have permission to access this resource",
+    "not_found": "Not found",
+    "task_not_found": "Task {task_id} not found",
+    "route_not_found": "No route {method} {path}",
+    "method_not_allowed": "Method {method} is not allowed on {path}",
+    "conflict": "Conflict",
+    "idempotency_conflict": (
+        "Idempotency-Key {key!r} was already used with a different request body; "
+        "use a new key for a new request"
+    ),
+    "idempotency_key_invalid": "Idempotency-Key must be 1-191 visible ASCII characters without spaces",
+    "link_expired": "This link has expired",
+    "link_invalid": "This link is invalid: its signature does not match",
+    "range_invalid": "Requested range is not satisfiable",
+    "rate_limited": "Rate limit exceeded. Please try again later",
+    "server_error": "Internal server error. Please try again later",
+    "bad_gateway": "Bad gateway. The server is temporarily unavailable",
+    "invalid_json": "Request body must be a JSON object: {detail}",
+    "language_invalid": "language must be one of: en, zh, ko, ja",
+    "response_version_invalid": "X-APIMart-Response-Version must be 2026-07-27 or absent",
+    # Validation rules (param names the field)
+    "field_required": "{param} is required",
+    "field_unknown": "{param} is not a parameter of model {model}; check its spelling",
+    "model_required": "model is required",
+    "model_unknown": "model {model!r} is not supported; supported models: {models}",
+    "type_string": "{param} must be a string",
+    "type_integer": "{param} must be an integer (a plain number, not quoted)",
+    "type_boolean": "{param} must be true or false",
+    "type_array": "{param} must be an array",
+    "string_empty": "{param} must not be empty",
+    "string_too_long": "{param} must be at most {max} characters (got {actual})",
+    "number_range": "{param} must be between {min} and {max} (got {actual})",
+    "number_choice": "{param} must be one of {choices} (got {actual})",
+    "choice": "{param} must be one of {choices} (got {actual!r})",
+    "array_length": "{param} must hold {min} to {max} items (got {actual})",
+    "url_invalid": "{param} must be an http(s) URL (got {actual!r})",
+    "transition_pair": "first_frame_image and last_frame_image must be given together (missing {param})",
+    "transition_duration": "duration must be 5 or 8 for first/last-frame transition (got {actual})",
+    "multi_clip_mode": (
+        "generate_multi_clip_switch is only available for text-to-video and image-to-video (mode is {mode})"
+    ),
+    "extend_source_missing": "extend_from_task_id {actual!r} is not a task of this API key",
+    "extend_source_model": "extend_from_task_id must name a pixverse-v6 task (it is a {model} task)",
+    "extend_source_state": "extend_from_task_id must name a completed task (it is {status})",
+    "upload_missing_file": "multipart field 'file' is required",
+    "upload_format": "file must be a JPEG, PNG, WebP or GIF image (detected: {detected})",
+    "upload_too_large": "file is larger than {limit_mb} MB",
+    # Task errors (task.error.message)
+    "image_fetch_failed": "Could not download {param}: {detail}",
+    "image_url_forbidden": (
+        "{param} points to a private, loopback or link-local address ({detail}); only public URLs are fetched"
+    ),
+    "image_too_large": "{param} is larger than {limit_mb} MB",
+    "inputs_too_large": "The input images together exceed {limit_mb} MB",
+    "image_format": "{param} must be a {formats} image (detected: {detected})",
+    "image_too_small": "{param} must be at least {min}x{min} pixels (got {width}x{height})",
+    "image_aspect": "{param} aspect ratio must be between 1:4 and 4:1 (got {width}x{height})",
+    "image_unreadable": "{param} is not a readable image",
+    "extend_source_unavailable": "The video of extend_from_task_id is no longer available",
+    "render_failed": "Rendering failed: {detail}",
+    "worker_lost": "The task was interrupted {attempts} times and was stopped",
+    "cancelled": "Cancelled by user",
+}
+
+_ZH: dict[str, str] = {
+    "invalid_request": "请求参数无效",
+    "payload_too_large": "请求体过大（最大 {limit} 字节）",
+    "authentication": "身份验证凭据无效",
+    "payment_required": "账户余额不足，请充值后再试",
+    "permission": "禁止访问，您无权访问此资源",
+    "not_found": "未找到",
+    "task_not_found": "未找到任务 {task_id}",
+    "route_not_found": "不存在的路由 {method} {path}",
+    "method_not_allowed": "{path} 不支持 {method} 方法",
+    "conflict": "冲突",
+    "idempotency_conflict": "Idempotency-Key {key!r} 已用于另一个请求体；新请求请使用新的键",
+    "idempotency_key_invalid": "Idempotency-Key 必须是 1-191 个不含空格的可见 ASCII 字符",
+    "link_expired": "链接已过期",
+    "link_invalid": "链接无效：签名不匹配",
+    "range_invalid": "请求的范围无法满足",
+    "rate_limited": "请求频率超限，请稍后再试",
+    "server_error": "服务器内部错误，请稍后再试",
+    "bad_gateway": "网关错误，服务暂时不可用",
+    "invalid_json": "请求体必须是 JSON 对象：{detail}",
+    "language_invalid": "language 必须是 en、zh、ko、ja 之一",
+    "response_version_invalid": "X-APIMart-Response-Version 必须为 2026-07-27 或不传",
+    "field_required": "{param} 为必填项",
+    "field_unknown": "{param} 不是模型 {model} 的参数，请检查拼写",
+    "model_required": "model 为必填项",
+    "model_unknown": "不支持模型 {model!r}；支持的模型：{models}",
+    "type_string": "{param} 必须是字符串",
+    "type_integer": "{param} 必须是整数（不加引号的数字）",
+    "type_boolean": "{param} 必须是 true 或 false",
+    "type_array": "{param} 必须是数组",
+    "string_empty": "{param} 不能为空",
+    "string_too_long": "{param} 最多 {max} 个字符（当前 {actual}）",
+    "number_range": "{param} 必须在 {min} 到 {max} 之间（当前 {actual}）",
+    "number_choice": "{param} 必须是 {choices} 之一（当前 {actual}）",
+    "choice": "{param} 必须是 {choices} 之一（当前 {actual!r}）",
+    "array_length": "{param} 必须包含 {min} 到 {max} 项（当前 {actual}）",
+    "url_invalid": "{param} 必须是 http(s) 链接（当前 {actual!r}）",
+    "transition_pair": "first_frame_image 与 last_frame_image 必须同时提供（缺少 {param}）",
+    "transition_duration": "首尾帧过渡模式的 duration 只能是 5 或 8（当前 {actual}）",
+    "multi_clip_mode": "generate_multi_clip_switch 仅适用于文生视频和图生视频（当前模式 {mode}）",
+    "extend_source_missing": "extend_from_task_id {actual!r} 不是此 API 密钥的任务",
+    "extend_source_model": "extend_from_task_id 必须是 pixverse-v6 任务（实际为 {model} 任务）",
+    "extend_source_state": "extend_from_task_id 必须是已完成的任务（当前状态 {status}）",
+    "upload_missing_file": "缺少 multipart 字段 file",
+    "upload_format": "文件必须是 JPEG、PNG、WebP 或 GIF 图片（检测到：{detected}）",
+    "upload_too_large": "文件超过 {limit_mb} MB",
+    "image_fetch_failed": "无法下载 {param}：{detail}",
+    "image_url_forbidden": "{param} 指向私有、回环或链路本地地址（{detail}）；只会下载公网链接",
+    "image_too_large": "{param} 超过 {limit_mb} MB",
+    "inputs_too_large": "输入图片总大小超过 {limit_mb} MB",
+    "image_format": "{param} 必须是 {formats} 图片（检测到：{detected}）",
+    "image_too_small": "{param} 至少需要 {min}x{min} 像素（当前 {width}x{height}）",
+    "image_aspect": "{param} 宽高比必须在 1:4 与 4:1 之间（当前 {width}x{height}）",
+    "image_unreadable": "{param} 不是可读取的图片",
+    "extend_source_unavailable": "extend_from_task_id 对应的视频已不可用",
+    "render_failed": "渲染失败：{detail}",
+    "worker_lost": "任务已被中断 {attempts} 次，已停止",
+    "cancelled": "已被用户取消",
+}
+
+_KO: dict[str, str] = {
+    "invalid_request": "잘못된 요청 매개변수",
+    "authentication": "잘못된 인증 자격 증명",
+    "payment_required": "잔액이 부족합니다. 충전 후 다시 시도하세요",
+    "permission": "접근이 거부되었습니다",
+    "not_found": "찾을 수 없음",
+    "task_not_found": "작업 {task_id}을(를) 찾을 수 없습니다",
+    "rate_limited": "요청 한도를 초과했습니다. 잠시 후 다시 시도하세요",
+    "server_error": "내부 서버 오류입니다. 잠시 후 다시 시도하세요",
+    "bad_gateway": "게이트웨이 오류. 서버를 일시적으로 사용할 수 없습니다",
+    "field_required": "{param}은(는) 필수입니다",
+    "image_fetch_failed": "{param}을(를) 다운로드할 수 없습니다: {detail}",
+    "render_failed": "렌더링 실패: {detail}",
+    "cancelled": "사용자가 취소함",
+}
+
+_JA: dict[str, str] = {
+    "invalid_request": "リクエストパラメータが無効です",
+    "authentication": "認証情報が無効です",
+    "payment_required": "残高が不足しています。チャージしてから再試行してください",
+    "permission": "アクセスが拒否されました",
+    "not_found": "見つかりません",
+    "task_not_found": "タスク {task_id} が見つかりません",
+    "rate_limited": "レート制限を超えました。しばらくしてから再試行してください",
+    "server_error": "内部サーバーエラーです。しばらくしてから再試行してください",
+    "bad_gateway": "ゲートウェイエラー。サーバーは一時的に利用できません",
+    "field_required": "{param} は必須です",
+    "image_fetch_failed": "{param} をダウンロードできません: {detail}",
+    "render_failed": "レンダリングに失敗しました: {detail}",
+    "cancelled": "ユーザーによりキャンセルされました",
+}
+
+_CATALOGS = {"en": _EN, "zh": _ZH, "ko": _KO, "ja": _JA}
+
+
+def normalize_language(value: str | None) -> str:
+    """Map `zh-CN`, `ZH`, `ja_JP` and friends to one of LANGUAGES; default English."""
+    if not value:
+        return "en"
+    head = value.strip().lower().replace("_", "-").split("-")[0]
+    return head if head in _CATALOGS else "en"
+
+
+def message(key: str, language: str = "en", **params: Any) -> str:
+    template = _CATALOGS.get(language, _EN).get(key) or _EN.get(key)
+    if template is None:
+        return key
+    try:
+        return template.format(**params)
+    except (KeyError, IndexError, ValueError):
+        # A template asked for a field the raiser did not pass: show it plainly, never crash.
+        return template
+
+
+def has_key(key: str) -> bool:
+    return key in _EN

@@ -1,0 +1,69 @@
+"""Signed, expiring URLs for stored files: `/files/<key>?expires=<unix>&sig=<hmac>`.
+
+The signature covers key and expiry, so neither can be changed; it needs no API key, which lets
+a browser `<video>` tag play a result directly.
+"""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import hmac
+import secrets
+import time
+from dataclasses import dataclass
+from urllib.parse import parse_qs, quote, unquote, urlsplit
+
+import sqlalchemy as sa
+
+from vidgate import db
+
+FILES_PREFIX = "/files/"
+
+
+def load_secret(database: db.Database, configured: str) -> bytes:
+    """The configured secret, else one generated once and shared by every process via the database."""
+    if configured:
+        return configured.encode()
+    with database.write() as conn:
+        row = conn.execute(sa.select(db.meta.c.value).where(db.meta.c.name == "signing_key")).first()
+        if row is None:
+            value = secrets.token_urlsafe(48)
+            conn.execute(db.meta.insert().values(name="signing_key", value=value))
+            return value.encode()
+        return str(row[0]).encode()
+
+
+@dataclass(frozen=True)
+class Signer:
+    secret: bytes
+
+    def signature(self, key: str, expires: int) -> str:
+        mac = hmac.new(self.secret, f"{key}\n{expires}".encode(), hashlib.sha256).digest()
+        return base64.urlsafe_b64encode(mac[:24]).decode().rstrip("=")
+
+    def url(self, base_url: str, key: str, expires: int) -> str:
+        sig = self.signature(key, expires)
+        return f"{base_url.rstrip('/')}{FILES_PREFIX}{quote(key)}?expires={expires}&sig={sig}"
+
+    def check(
+        self, key: str, expires: str | None, sig: str | None, *, now: float | None = None
+    ) -> str | None:
+        """None when valid, else "invalid" or "expired" (a tampered link is invalid, not expired)."""
+        if not expires or not sig or not expires.isdigit():
+            return "invalid"
+        if not hmac.compare_digest(self.signature(key, int(expires)), sig):
+            return "invalid"
+        if int(expires) < (time.time() if now is None else now):
+            return "expired"
+        return None
+
+    def own_key(self, url: str) -> str | None:
+        """The storage key if `url` is a valid, unexpired signed URL of ours (any host), else None."""
+        parts = urlsplit(url)
+        if not parts.path.startswith(FILES_PREFIX):
+            return None
+        key = unquote(parts.path[len(FILES_PREFIX) :])
+        query = parse_qs(parts.query)
+        status = self.check(key, (query.get("expires") or [None])[0], (query.get("sig") or [None])[0])
+        return key if status is None else None

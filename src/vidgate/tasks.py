@@ -1,0 +1,373 @@
+"""Every task operation: create, read, claim with a lease, and lease-guarded writes.
+
+The tasks table is the queue. A worker claims due rows by taking a lease (owner, expiry and a
+fencing token that every claim increments); each later write names that token, so a worker whose
+lease was taken over writes nothing. Status changes go through `status.TRANSITIONS` and are
+guarded again in SQL (`WHERE status IN (allowed sources)`).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import time
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Any
+
+import orjson
+import sqlalchemy as sa
+from sqlalchemy.engine import Connection
+from sqlalchemy.exc import IntegrityError
+
+from vidgate import db, ids
+from vidgate.catalog import VideoRequest
+from vidgate.errors import Conflict
+from vidgate.status import Phase, Status, check_transition, sources_of
+
+T = db.tasks
+
+
+class LeaseLost(Exception):
+    """The lease moved to another worker (or the task changed state); stop touching this task."""
+
+
+@dataclass(frozen=True)
+class Lease:
+    task_id: str
+    owner: str
+    token: int
+
+
+def request_hash(body: Mapping[str, Any]) -> str:
+    """A stable hash of the submitted JSON, to tell an idempotent replay from a key reuse."""
+    return hashlib.sha256(orjson.dumps(body, option=orjson.OPT_SORT_KEYS)).hexdigest()
+
+
+def _event(
+    conn: Connection,
+    task_id: str,
+    source: str | None,
+    target: str,
+    phase: str,
+    *,
+    worker: str | None = None,
+    detail: dict[str, Any] | None = None,
+    now: float | None = None,
+) -> None:
+    conn.execute(
+        db.task_events.insert().values(
+            task_id=task_id,
+            at=now or time.time(),
+            from_status=source,
+            to_status=target,
+            phase=phase,
+            worker=worker,
+            detail=detail,
+        )
+    )
+
+
+def create(
+    database: db.Database,
+    *,
+    key_id: str,
+    request: VideoRequest,
+    body: Mapping[str, Any],
+    provider: str,
+    estimated_time: int,
+    idempotency_key: str | None = None,
+    cost: float = 0.0,
+) -> tuple[sa.Row[Any], bool]:
+    """Insert a pending task (the enqueue); returns (row, replayed).
+
+    With an Idempotency-Key, the same key and body return the original task (replayed=True); the
+    same key with another body raises Conflict and changes nothing.
+    """
+    digest = request_hash(body)
+    now = time.time()
+    for _ in range(2):
+        with database.write() as conn:
+            if idempotency_key is not None:
+                existing = conn.execute(
+                    sa.select(T).where(T.c.key_id == key_id, T.c.idempotency_key == idempotency_key)
+                ).first()
+                if existing is not None:
+                    if existing.request_hash != digest:
+                        raise Conflict("idempotency_conflict", param="Idempotency-Key", key=idempotency_key)
+                    return existing, True
+            task_id = ids.new_task_id()
+            values = {
+                "id": task_id,
+                "key_id": key_id,
+                "model": request.model,
+                "mode": request.mode,
+                "request": request.model_dump(mode="json", exclude_none=True),
+                "provider": provider,
+                "status": Status.PENDING.value,
+                "phase": Phase.QUEUED.value,
+                "progress": 0,
+                "estimated_time": estimated_time,
+                "cost": cost,
+                "created_at": now,
+                "updated_at": now,
+                "next_run_at": now,
+                "idempotency_key": idempotency_key,
+                "request_hash": digest,
+            }
+            try:
+                conn.execute(T.insert().values(**values))
+            except IntegrityError:
+                # A concurrent submit with the same Idempotency-Key won; read its task instead.
+                conn.rollback()
+                continue
+            _event(conn, task_id, None, Status.PENDING, Phase.QUEUED, now=now)
+            row = conn.execute(sa.select(T).where(T.c.id == task_id)).one()
+            return row, False
+    raise Conflict("idempotency_conflict", param="Idempotency-Key", key=idempotency_key)
+
+
+def get(database: db.Database, task_id: str, key_id: str | None = None) -> sa.Row[Any] | None:
+    """A task; with `key_id`, only if that key owns it (another key's task does not exist for it)."""
+    query = sa.select(T).where(T.c.id == task_id)
+    if key_id is not None:
+        query = query.where(T.c.key_id == key_id)
+    with database.read() as conn:
+        return conn.execute(query).first()
+
+
+def get_for_key_hash(database: db.Database, task_id: str, key_hash: str) -> sa.Row[Any] | None:
+    """One round trip for the hot poll path: the task, if the active key with this hash owns it."""
+    k = db.api_keys
+    query = (
+        sa.select(T)
+        .join(k, k.c.id == T.c.key_id)
+        .where(T.c.id == task_id, k.c.key_hash == key_hash, k.c.revoked_at.is_(None))
+    )
+    with database.read() as conn:
+        return conn.execute(query).first()
+
+
+def events(database: db.Database, task_id: str) -> list[sa.Row[Any]]:
+    with database.read() as conn:
+        return list(
+            conn.execute(
+                sa.select(db.task_events)
+                .where(db.task_events.c.task_id == task_id)
+                .order_by(db.task_events.c.id)
+            ).all()
+        )
+
+
+# --- the queue ------------------------------------------------------------------------------------
+
+
+def claim(
+    database: db.Database,
+    *,
+    owner: str,
+    providers: frozenset[str],
+    limit: int,
+    lease_seconds: float,
+    now: float | None = None,
+) -> list[sa.Row[Any]]:
+    """Lease up to `limit` due tasks for the given providers (oldest first).
+
+    Due: pending or processing, `next_run_at` reached, and no live lease. A `processing` row whose
+    lease expired belonged to a worker that died; it is taken over with a new fencing token.
+    """
+    if limit <= 0 or not providers:
+        return []
+    now = time.time() if now is None else now
+    active = [Status.PENDING.value, Status.PROCESSING.value]
+    with database.write() as conn:
+        due = conn.execute(
+            sa.select(T.c.id, T.c.status, T.c.phase, T.c.lease_owner)
+            .where(
+                T.c.status.in_(active),
+                T.c.next_run_at <= now,
+                T.c.provider.in_(sorted(providers)),
+                sa.or_(T.c.lease_until.is_(None), T.c.lease_until < now),
+            )
+            .order_by(T.c.next_run_at, T.c.created_at)
+            .limit(limit)
+            .with_for_update(skip_locked=True)
+        ).all()
+        if not due:
+            return []
+        conn.execute(
+            T.update()
+            .where(T.c.id.in_([r.id for r in due]))
+            .values(
+                status=Status.PROCESSING.value,
+                lease_owner=owner,
+                lease_until=now + lease_seconds,
+                lease_token=T.c.lease_token + 1,
+                attempts=T.c.attempts + 1,
+                started_at=sa.func.coalesce(T.c.started_at, now),
+                updated_at=now,
+            )
+        )
+        for r in due:
+            detail = {"took_over_from": r.lease_owner} if r.lease_owner else None
+            _event(conn, r.id, r.status, Status.PROCESSING, r.phase, worker=owner, detail=detail, now=now)
+        return list(conn.execute(sa.select(T).where(T.c.id.in_([r.id for r in due]))).all())
+
+
+def _guarded(lease: Lease, *, statuses: frozenset[Status] | None = None) -> list[sa.ColumnElement[bool]]:
+    allowed = statuses or frozenset({Status.PROCESSING})
+    return [
+        T.c.id == lease.task_id,
+        T.c.lease_token == lease.token,
+        T.c.lease_owner == lease.owner,
+        T.c.status.in_([s.value for s in allowed]),
+    ]
+
+
+def _update(database: db.Database, lease: Lease, values: dict[str, Any], **guard: Any) -> None:
+    values.setdefault("updated_at", time.time())
+    with database.write() as conn:
+        result = conn.execute(T.update().where(*_guarded(lease, **guard)).values(**values))
+        if result.rowcount != 1:
+            raise LeaseLost(lease.task_id)
+
+
+def heartbeat(
+    database: db.Database,
+    lease: Lease,
+    lease_seconds: float,
+    *,
+    progress: int | None = None,
+    phase: Phase | None = None,
+) -> None:
+    """Extend the lease (and record progress/phase) or raise LeaseLost."""
+    now = time.time()
+    values: dict[str, Any] = {"lease_until": now + lease_seconds, "updated_at": now}
+    if progress is not None:
+        values["progress"] = max(0, min(99, progress))
+    if phase is not None:
+        values["phase"] = phase.value
+    _update(database, lease, values)
+
+
+def _finish(
+    database: db.Database,
+    lease: Lease,
+    target: Status,
+    values: dict[str, Any],
+    *,
+    detail: dict[str, Any] | None = None,
+) -> None:
+    check_transition(Status.PROCESSING, target)
+    now = time.time()
+    values |= {
+        "status": target.value,
+        "updated_at": now,
+        "lease_owner": None,
+        "lease_until": None,
+        "next_run_at": None,
+    }
+    with database.write() as conn:
+        result = conn.execute(
+            T.update()
+            .where(*_guarded(lease, statuses=sources_of(target) & {Status.PROCESSING}))
+            .values(**values)
+        )
+        if result.rowcount != 1:
+            raise LeaseLost(lease.task_id)
+        _event(
+            conn,
+            lease.task_id,
+            Status.PROCESSING,
+            target,
+            values.get("phase", Phase.DONE),
+            worker=lease.owner,
+            detail=detail,
+            now=now,
+        )
+
+
+def complete(database: db.Database, lease: Lease, result: dict[str, Any], *, ttl_seconds: int) -> None:
+    now = time.time()
+    _finish(
+        database,
+        lease,
+        Status.COMPLETED,
+        {
+            "result": result,
+            "progress": 100,
+            "phase": Phase.DONE.value,
+            "completed_at": now,
+            "expires_at": now + ttl_seconds,
+            "error": None,
+        },
+    )
+
+
+def fail(database: db.Database, lease: Lease, error: dict[str, Any]) -> None:
+    _finish(
+        database,
+        lease,
+        Status.FAILED,
+        {"error": error, "phase": Phase.DONE.value, "completed_at": time.time(), "cost": 0},
+        detail={"error": error.get("code")},
+    )
+
+
+def fail_unleased(database: db.Database, task_id: str, error: dict[str, Any]) -> bool:
+    """Fail a non-terminal task that no live worker holds (e.g. it crashed its worker too often)."""
+    now = time.time()
+    with database.write() as conn:
+        row = conn.execute(sa.select(T.c.status).where(T.c.id == task_id)).first()
+        if row is None or Status(row.status) not in sources_of(Status.FAILED):
+            return False
+        result = conn.execute(
+            T.update()
+            .where(T.c.id == task_id, T.c.status == row.status)
+            .values(
+                status=Status.FAILED.value,
+                error=error,
+                phase=Phase.DONE.value,
+                completed_at=now,
+                updated_at=now,
+                lease_owner=None,
+                lease_until=None,
+                next_run_at=None,
+                cost=0,
+            )
+        )
+        if result.rowcount != 1:
+            return False
+        _event(
+            conn, task_id, row.status, Status.FAILED, Phase.DONE, detail={"error": error.get("code")}, now=now
+        )
+        return True
+
+
+def release(
+    database: db.Database,
+    lease: Lease,
+    *,
+    delay: float,
+    phase: Phase | None = None,
+    reset_attempts: bool = True,
+    **values: Any,
+) -> None:
+    """Give the task back to the queue, due again after `delay` seconds (a poll, or a retry)."""
+    now = time.time()
+    values |= {"lease_owner": None, "lease_until": None, "next_run_at": now + delay, "updated_at": now}
+    if reset_attempts:
+        values["attempts"] = 0
+    if phase is not None:
+        values["phase"] = phase.value
+    _update(database, lease, values)
+
+
+def lease_of(row: sa.Row[Any]) -> Lease:
+    return Lease(task_id=row.id, owner=row.lease_owner, token=row.lease_token)
+
+
+def decode_json(value: Any) -> Any:
+    """JSON columns come back parsed on both dialects; tolerate text from older drivers."""
+    if isinstance(value, str | bytes):
+        return orjson.loads(value)
+    return value

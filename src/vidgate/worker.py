@@ -1,0 +1,315 @@
+"""The worker: claims due tasks, runs one provider tick per claim, and writes the outcome.
+
+It keeps no task state of its own: a task is a row, leased while a tick runs and heartbeated with
+its progress. If the process dies (even `kill -9`), the lease expires and any worker takes the task
+over; on the same host, a restarted worker notices the dead owner and takes over at once.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import os
+import secrets
+import shutil
+import socket
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import sqlalchemy as sa
+from PIL import Image
+
+from vidgate import catalog, db, images, tasks
+from vidgate.config import Settings
+from vidgate.errors import TaskFailure
+from vidgate.providers import Done, Provider, Snooze, TaskContext
+from vidgate.render import RenderCancelled
+from vidgate.signing import Signer
+from vidgate.status import Phase, Status
+from vidgate.storage import LocalStorage
+
+log = logging.getLogger("vidgate.worker")
+
+
+@dataclass
+class _RunState:
+    """Shared between a running tick (maybe in a thread) and its heartbeat loop."""
+
+    fraction: float | None = None
+    phase: Phase | None = None
+    lost: bool = False
+    stopping: bool = False
+
+
+class Worker:
+    def __init__(
+        self,
+        settings: Settings,
+        database: db.Database,
+        storage: LocalStorage,
+        signer: Signer,
+        providers: dict[str, Provider],
+    ) -> None:
+        self.settings = settings
+        self.database = database
+        self.storage = storage
+        self.signer = signer
+        self.providers = providers
+        self.host = socket.gethostname()
+        self.owner = f"{self.host}:{os.getpid()}:{secrets.token_hex(3)}"
+        self._wakeup: asyncio.Event | None = None
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._running: dict[str, set[asyncio.Task[None]]] = {name: set() for name in providers}
+        self._states: dict[str, _RunState] = {}
+        self._stopping = False
+
+    # --- lifecycle -------------------------------------------------------------------------------
+
+    def wake(self) -> None:
+        """Look for due tasks now (called after a submit; safe from any thread)."""
+        if self._loop is not None and self._wakeup is not None:
+            self._loop.call_soon_threadsafe(self._wakeup.set)
+
+    async def run(self, stop: asyncio.Event) -> None:
+        self._loop = asyncio.get_running_loop()
+        self._wakeup = asyncio.Event()
+        await asyncio.to_thread(self._take_over_dead_local_owners)
+        log.info("worker %s started (providers: %s)", self.owner, ", ".join(self.providers))
+        try:
+            while not stop.is_set():
+                claimed = await self._claim_round()
+                if claimed:
+                    continue
+                self._wakeup.clear()
+                waiters = [asyncio.ensure_future(self._wakeup.wait()), asyncio.ensure_future(stop.wait())]
+                await asyncio.wait(
+                    waiters, timeout=self.settings.poll_interval_seconds, return_when=asyncio.FIRST_COMPLETED
+                )
+                for waiter in waiters:
+                    waiter.cancel()
+        finally:
+            await self._shutdown()
+
+    async def _shutdown(self) -> None:
+        """Stop claiming; ask running ticks to stop and hand their tasks back to the queue."""
+        self._stopping = True
+        for state in self._states.values():
+            state.stopping = True
+        running = [t for group in self._running.values() for t in group]
+        if running:
+            await asyncio.wait(running, timeout=10)
+        for provider in self.providers.values():
+            await provider.aclose()
+
+    # --- claiming --------------------------------------------------------------------------------
+
+    async def _claim_round(self) -> int:
+        total = 0
+        for name, provider in self.providers.items():
+            free = provider.max_concurrency() - len(self._running[name])
+            if free <= 0:
+                continue
+            rows = await asyncio.to_thread(
+                tasks.claim,
+                self.database,
+                owner=self.owner,
+                providers=frozenset({name}),
+                limit=free,
+                lease_seconds=self.settings.lease_seconds,
+            )
+            for row in rows:
+                job = asyncio.create_task(self._run_one(provider, row))
+                self._running[name].add(job)
+                job.add_done_callback(self._finished(name))
+            total += len(rows)
+        return total
+
+    def _finished(self, name: str) -> Any:
+        def done(job: asyncio.Task[None]) -> None:
+            self._running[name].discard(job)
+            if self._wakeup is not None:
+                self._wakeup.set()  # a slot freed up
+
+        return done
+
+    def _take_over_dead_local_owners(self) -> None:
+        """Expire leases held by dead processes of this host, so a restart resumes at once."""
+        t = db.tasks
+        with self.database.read() as conn:
+            owners = (
+                conn.execute(
+                    sa.select(t.c.lease_owner)
+                    .distinct()
+                    .where(t.c.status == Status.PROCESSING.value, t.c.lease_owner.like(f"{self.host}:%"))
+                )
+                .scalars()
+                .all()
+            )
+        dead = [o for o in owners if o and o != self.owner and not _pid_alive(o)]
+        if not dead:
+            return
+        with self.database.write() as conn:
+            conn.execute(t.update().where(t.c.lease_owner.in_(dead)).values(lease_until=time.time() - 1))
+        log.info("took over tasks of dead workers: %s", ", ".join(dead))
+
+    # --- one tick --------------------------------------------------------------------------------
+
+    async def _run_one(self, provider: Provider, row: sa.Row[Any]) -> None:
+        lease = tasks.lease_of(row)
+        if row.attempts > self.settings.max_attempts:
+            error = TaskFailure("worker_lost", type="server_error", attempts=row.attempts - 1).as_error()
+            await asyncio.to_thread(self._quietly, tasks.fail, self.database, lease, error)
+            return
+        state = _RunState()
+        self._states[row.id] = state
+        scratch = self.storage.scratch_dir() / f"{row.id}-{lease.token}"
+        scratch.mkdir(parents=True, exist_ok=True)
+        heartbeat = asyncio.create_task(self._heartbeat(lease, state, estimated=row.estimated_time))
+        try:
+            request = catalog.parse(tasks.decode_json(row.request))
+            ctx = self._context(row, request, state, scratch)
+            outcome = await provider.run(ctx)
+            heartbeat.cancel()
+            if state.lost:
+                return
+            if isinstance(outcome, Done):
+                await asyncio.to_thread(
+                    tasks.complete,
+                    self.database,
+                    lease,
+                    outcome.result,
+                    ttl_seconds=self.settings.result_ttl_seconds,
+                )
+            elif isinstance(outcome, Snooze):
+                await asyncio.to_thread(
+                    tasks.release,
+                    self.database,
+                    lease,
+                    delay=outcome.delay,
+                    phase=outcome.phase,
+                    **outcome.values,
+                )
+        except TaskFailure as failure:
+            heartbeat.cancel()
+            await asyncio.to_thread(self._quietly, tasks.fail, self.database, lease, failure.as_error())
+        except (RenderCancelled, tasks.LeaseLost):
+            heartbeat.cancel()
+            if state.stopping and not state.lost:
+                # Graceful shutdown: hand the task back, due now, without counting an attempt.
+                await asyncio.to_thread(self._quietly, tasks.release, self.database, lease, delay=0)
+        except Exception as exc:
+            heartbeat.cancel()
+            log.exception("task %s: unexpected error in provider %s", row.id, provider.name)
+            await asyncio.to_thread(self._retry_or_fail, lease, row.attempts, exc)
+        finally:
+            heartbeat.cancel()
+            self._states.pop(row.id, None)
+            shutil.rmtree(scratch, ignore_errors=True)
+
+    def _retry_or_fail(self, lease: tasks.Lease, attempts: int, exc: Exception) -> None:
+        if attempts >= self.settings.max_attempts:
+            error = TaskFailure("render_failed", type="server_error", detail=type(exc).__name__).as_error()
+            self._quietly(tasks.fail, self.database, lease, error)
+        else:
+            self._quietly(tasks.release, self.database, lease, delay=2.0**attempts, reset_attempts=False)
+
+    @staticmethod
+    def _quietly(fn: Any, *args: Any, **kwargs: Any) -> None:
+        with contextlib.suppress(tasks.LeaseLost):
+            fn(*args, **kwargs)
+
+    async def _heartbeat(self, lease: tasks.Lease, state: _RunState, *, estimated: int) -> None:
+        """Renew the lease and publish progress until the tick ends; flag a lost lease."""
+        interval = max(0.2, min(1.0, self.settings.lease_seconds / 3))
+        written: tuple[int | None, Phase | None] = (None, None)
+        while True:
+            await asyncio.sleep(interval)
+            progress = None if state.fraction is None else 5 + int(state.fraction * 90)
+            try:
+                await asyncio.to_thread(
+                    tasks.heartbeat,
+                    self.database,
+                    lease,
+                    self.settings.lease_seconds,
+                    progress=progress if (progress, state.phase) != written else None,
+                    phase=state.phase,
+                )
+                written = (progress, state.phase)
+            except tasks.LeaseLost:
+                state.lost = True
+                return
+            except Exception:  # the database may be briefly unreachable; the lease is still ours
+                log.warning("heartbeat for %s failed; retrying", lease.task_id, exc_info=True)
+
+    # --- what a provider may use -------------------------------------------------------------------
+
+    def _context(
+        self, row: sa.Row[Any], request: catalog.VideoRequest, state: _RunState, scratch: Path
+    ) -> TaskContext:
+        def set_phase(phase: Phase) -> None:
+            state.phase = phase
+
+        def report(fraction: float) -> None:
+            state.fraction = max(0.0, min(1.0, fraction))
+
+        async def load_images() -> list[Image.Image]:
+            inputs = request.image_inputs()
+            if not inputs:
+                return []
+            rules = images.ImageRules(formats=request.image_formats, max_bytes=request.image_max_bytes)
+            return await images.load_images(
+                inputs,
+                rules=rules,
+                max_total_bytes=self.settings.max_input_bytes,
+                timeout=self.settings.fetch_timeout_seconds,
+                allow_private=self.settings.allow_private_urls,
+                own_files=self._own_file,
+            )
+
+        async def source_video(task_id: str) -> tuple[Path, dict[str, Any]]:
+            source = await asyncio.to_thread(tasks.get, self.database, task_id, row.key_id)
+            result = tasks.decode_json(source.result) if source is not None else None
+            if not result or not self.storage.exists(str(result.get("video", ""))):
+                raise TaskFailure("extend_source_unavailable", param="extend_from_task_id")
+            return self.storage.local_path(result["video"]), result
+
+        return TaskContext(
+            task_id=row.id,
+            key_id=row.key_id,
+            request=request,
+            attempt=row.attempts,
+            upstream_id=row.upstream_id,
+            upstream_state=tasks.decode_json(row.upstream_state),
+            scratch=scratch,
+            load_images=load_images,
+            source_video=source_video,
+            store_file=self.storage.put_file,
+            set_phase=set_phase,
+            report_progress=report,
+            should_stop=lambda: state.lost or state.stopping,
+        )
+
+    def _own_file(self, url: str) -> bytes | None:
+        key = self.signer.own_key(url)
+        if key is None or not self.storage.exists(key):
+            return None
+        return self.storage.read_bytes(key)
+
+
+def _pid_alive(owner: str) -> bool:
+    try:
+        pid = int(owner.split(":")[1])
+    except (IndexError, ValueError):
+        return True
+    if pid == os.getpid():
+        return False  # an earlier process that had our pid (e.g. a restarted container's pid 1)
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True

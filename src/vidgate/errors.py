@@ -18,13 +18,14 @@ class ApiError(Exception):
 
     def __init__(
         self,
-        key: str | None = None,
+        message_key: str | None = None,
+        /,
         *,
         param: str | None = None,
         headers: dict[str, str] | None = None,
         **params: Any,
     ) -> None:
-        self.key = key or self.default_key
+        self.key = message_key or self.default_key
         self.param = param
         self.params = params
         self.headers = headers or {}
@@ -105,7 +106,7 @@ class BadGateway(ApiError):
 class TaskFailure(Exception):
     """A reason a task failed, as stored in `task.error` (code, message key, type)."""
 
-    def __init__(self, code: str, *, type: str = "invalid_request_error", **params: Any) -> None:
+    def __init__(self, code: str, /, *, type: str = "invalid_request_error", **params: Any) -> None:
         self.code = code
         self.type = type
         self.params = params

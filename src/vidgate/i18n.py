@@ -183,10 +183,10 @@ def normalize_language(value: str | None) -> str:
     return head if head in _CATALOGS else "en"
 
 
-def message(key: str, language: str = "en", **params: Any) -> str:
-    template = _CATALOGS.get(language, _EN).get(key) or _EN.get(key)
+def message(message_key: str, language: str = "en", /, **params: Any) -> str:
+    template = _CATALOGS.get(language, _EN).get(message_key) or _EN.get(message_key)
     if template is None:
-        return key
+        return message_key
     try:
         return template.format(**params)
     except (KeyError, IndexError, ValueError):

@@ -9,9 +9,9 @@ from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
 
 from fastapi import FastAPI
-from fastapi.responses import ORJSONResponse
 
 import vidgate
+from vidgate.api.responses import JsonResponse
 from vidgate.config import Settings
 from vidgate.db import Database
 from vidgate.providers import Router
@@ -72,7 +72,7 @@ def create_app(settings: Settings, *, run_worker: bool = True) -> FastAPI:
         version=vidgate.__version__,
         description="Self-hosted gateway for asynchronous AI video generation (apimart video API).",
         lifespan=lifespan,
-        default_response_class=ORJSONResponse,
+        default_response_class=JsonResponse,
     )
     errors.install(app)
     for module in (videos, tasks_routes, uploads, discovery, files):

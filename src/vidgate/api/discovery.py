@@ -6,10 +6,11 @@ from typing import Any, Literal
 
 import sqlalchemy as sa
 from fastapi import APIRouter, Depends, Query, Request
-from fastapi.responses import ORJSONResponse, PlainTextResponse, Response
+from fastapi.responses import PlainTextResponse, Response
 
 from vidgate import catalog, keys
 from vidgate.api.auth import current_key, gateway_of
+from vidgate.api.responses import JsonResponse
 from vidgate.api.videos import base_url
 from vidgate.catalog.base import model_id
 from vidgate.errors import InvalidRequest
@@ -19,7 +20,7 @@ DOCS_TTL_SECONDS = 3600
 
 
 @router.get("/v1/models", tags=["discovery"], summary="List models")
-def list_models(request: Request, key: keys.ApiKey = Depends(current_key)) -> ORJSONResponse:
+def list_models(request: Request, key: keys.ApiKey = Depends(current_key)) -> JsonResponse:
     gateway = gateway_of(request)
     data = []
     for name, cls in catalog.MODELS.items():
@@ -36,7 +37,7 @@ def list_models(request: Request, key: keys.ApiKey = Depends(current_key)) -> OR
                 "providers": gateway.router.route(name),
             }
         )
-    return ORJSONResponse({"object": "list", "data": data})
+    return JsonResponse({"object": "list", "data": data})
 
 
 @router.get("/v1/model-schema", tags=["discovery"], summary="JSON Schema of a model's request")
@@ -44,10 +45,10 @@ def model_schema(
     model: str = Query(..., description="Model id"),
     operation: str = Query("video_generation"),
     key: keys.ApiKey = Depends(current_key),
-) -> ORJSONResponse:
+) -> JsonResponse:
     if operation != "video_generation":
         raise InvalidRequest("choice", param="operation", choices="video_generation", actual=operation)
-    return ORJSONResponse(
+    return JsonResponse(
         {
             "model": model_id(catalog.get(model)),
             "operation": operation,
@@ -68,7 +69,7 @@ def model_docs(
     if format == "markdown":
         return PlainTextResponse(markdown, media_type="text/markdown; charset=utf-8")
     doc_url = f"{base_url(gateway, request)}/v1/model-docs?model={model}"
-    return ORJSONResponse(
+    return JsonResponse(
         {
             "object": "model.documentation",
             "model": model,
@@ -87,21 +88,21 @@ def _balance(key: keys.ApiKey) -> dict[str, Any]:
 
 
 @router.get("/v1/balance", tags=["account"], summary="This key's balance")
-def balance(key: keys.ApiKey = Depends(current_key)) -> ORJSONResponse:
-    return ORJSONResponse(_balance(key))
+def balance(key: keys.ApiKey = Depends(current_key)) -> JsonResponse:
+    return JsonResponse(_balance(key))
 
 
 @router.get("/v1/user/balance", tags=["account"], summary="The account's balance")
-def user_balance(key: keys.ApiKey = Depends(current_key)) -> ORJSONResponse:
-    return ORJSONResponse(_balance(key))
+def user_balance(key: keys.ApiKey = Depends(current_key)) -> JsonResponse:
+    return JsonResponse(_balance(key))
 
 
 @router.get("/healthz", tags=["operations"], summary="Liveness and database reachability")
-def healthz(request: Request) -> ORJSONResponse:
+def healthz(request: Request) -> JsonResponse:
     gateway = gateway_of(request)
     try:
         with gateway.database.read() as conn:
             conn.execute(sa.text("SELECT 1"))
     except Exception:
-        return ORJSONResponse({"status": "unavailable", "database": "unreachable"}, status_code=503)
-    return ORJSONResponse({"status": "ok", "database": "ok", "worker": gateway.worker is not None})
+        return JsonResponse({"status": "unavailable", "database": "unreachable"}, status_code=503)
+    return JsonResponse({"status": "ok", "database": "ok", "worker": gateway.worker is not None})

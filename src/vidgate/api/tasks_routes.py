@@ -3,11 +3,11 @@
 from __future__ import annotations
 
 from fastapi import APIRouter, Query, Request
-from fastapi.responses import ORJSONResponse
 
 from vidgate import i18n, keys, tasks
 from vidgate.api import views
 from vidgate.api.auth import bearer_secret, gateway_of
+from vidgate.api.responses import JsonResponse
 from vidgate.api.videos import base_url
 from vidgate.errors import AuthenticationFailed, InvalidRequest, NotFound
 
@@ -19,7 +19,7 @@ def get_task(
     request: Request,
     task_id: str,
     language: str | None = Query(None, description="Language of messages: en, zh, ko, ja"),
-) -> ORJSONResponse:
+) -> JsonResponse:
     gateway = gateway_of(request)
     version = views.response_version(request.headers.get("x-apimart-response-version"))
     lang = "en"
@@ -38,4 +38,4 @@ def get_task(
         row, signer=gateway.signer, base_url=base_url(gateway, request), language=lang, version=version
     )
     headers = {"X-APIMart-Response-Version": version} if version else None
-    return ORJSONResponse({"code": 200, "data": data}, headers=headers)
+    return JsonResponse({"code": 200, "data": data}, headers=headers)

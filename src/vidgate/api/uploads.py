@@ -8,12 +8,12 @@ from typing import Any
 
 from fastapi import APIRouter, Depends, Request
 from fastapi.concurrency import run_in_threadpool
-from fastapi.responses import ORJSONResponse
 from starlette.datastructures import UploadFile
 
 from vidgate import db, ids, keys
 from vidgate.api import Gateway
 from vidgate.api.auth import current_key, gateway_of
+from vidgate.api.responses import JsonResponse
 from vidgate.api.videos import base_url
 from vidgate.errors import InvalidRequest, PayloadTooLarge
 from vidgate.images import sniff_format
@@ -42,7 +42,7 @@ _UPLOAD_SCHEMA = {
 
 
 @router.post("/v1/uploads/images", openapi_extra=_UPLOAD_SCHEMA, summary="Upload a reference image")
-async def upload_image(request: Request, key: keys.ApiKey = Depends(current_key)) -> ORJSONResponse:
+async def upload_image(request: Request, key: keys.ApiKey = Depends(current_key)) -> JsonResponse:
     gateway = gateway_of(request)
     declared = request.headers.get("content-length")
     if declared and declared.isdigit() and int(declared) > MAX_UPLOAD_BYTES + 64 * 1024:
@@ -60,7 +60,7 @@ async def upload_image(request: Request, key: keys.ApiKey = Depends(current_key)
         raise InvalidRequest("upload_format", param="file", detected=detected or "unknown")
     filename = upload.filename or f"image{_EXTENSIONS[detected]}"
     body = await run_in_threadpool(_store, gateway, key, filename, detected, data, base_url(gateway, request))
-    return ORJSONResponse(body)
+    return JsonResponse(body)
 
 
 def _store(

@@ -8,11 +8,11 @@ from typing import Any
 import orjson
 from fastapi import APIRouter, Request
 from fastapi.concurrency import run_in_threadpool
-from fastapi.responses import ORJSONResponse
 
 from vidgate import catalog, keys, tasks
 from vidgate.api import Gateway, views
 from vidgate.api.auth import current_key, gateway_of
+from vidgate.api.responses import JsonResponse
 from vidgate.errors import InvalidRequest, PayloadTooLarge, ServerError
 from vidgate.status import Status
 
@@ -42,7 +42,7 @@ def base_url(gateway: Gateway, request: Request) -> str:
 
 
 @router.post("/v1/videos/generations", openapi_extra=_SUBMIT_SCHEMA, summary="Submit a video generation task")
-async def submit(request: Request) -> ORJSONResponse:
+async def submit(request: Request) -> JsonResponse:
     gateway = gateway_of(request)
     version = views.response_version(request.headers.get("x-apimart-response-version"))
     idempotency_key = request.headers.get("idempotency-key")
@@ -66,7 +66,7 @@ async def submit(request: Request) -> ORJSONResponse:
     data = views.submitted_view(
         row, signer=gateway.signer, base_url=base_url(gateway, request), version=version
     )
-    return ORJSONResponse({"code": 200, "data": data}, headers=headers)
+    return JsonResponse({"code": 200, "data": data}, headers=headers)
 
 
 def _enqueue(

@@ -49,7 +49,7 @@ def test_upload_url_lives_72_hours(client: TestClient) -> None:
 
 def test_upload_errors(client: TestClient) -> None:
     not_image = client.post("/v1/uploads/images", files={"file": ("a.png", b"%PDF-1.7 not an image")})
-    assert "pdf" in assert_error(not_image, 400, "invalid_request_error", "file")["message"].lower()  # noqa: E501
+    assert "pdf" in assert_error(not_image, 400, "invalid_request_error", "file")["message"].lower()
     missing = client.post("/v1/uploads/images", files={"other": ("a.png", png_bytes((1, 2, 3)))})
     assert_error(missing, 400, "invalid_request_error", "file")
     big = io.BytesIO()

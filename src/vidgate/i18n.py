@@ -65,9 +65,8 @@ _EN: dict[str, str] = {
     "upload_too_large": "file is larger than {limit_mb} MB",
     # Task errors (task.error.message)
     "image_fetch_failed": "Could not download {param}: {detail}",
-    "image_url_forbidden": (
-        "{param} points to a private, loopback or link-local address ({detail}); only public URLs are fetched"
-    ),
+    "image_url_refused": "{param} was not fetched: {detail}; only public http(s) URLs are allowed",
+    "image_too_many_pixels": "{param} is {width}x{height}, more than {max_pixels} pixels",
     "image_too_large": "{param} is larger than {limit_mb} MB",
     "inputs_too_large": "The input images together exceed {limit_mb} MB",
     "image_format": "{param} must be a {formats} image (detected: {detected})",
@@ -127,7 +126,8 @@ _ZH: dict[str, str] = {
     "upload_format": "文件必须是 JPEG、PNG、WebP 或 GIF 图片（检测到：{detected}）",
     "upload_too_large": "文件超过 {limit_mb} MB",
     "image_fetch_failed": "无法下载 {param}：{detail}",
-    "image_url_forbidden": "{param} 指向私有、回环或链路本地地址（{detail}）；只会下载公网链接",
+    "image_url_refused": "未下载 {param}：{detail}；只允许公网 http(s) 链接",
+    "image_too_many_pixels": "{param} 为 {width}x{height}，超过 {max_pixels} 像素",
     "image_too_large": "{param} 超过 {limit_mb} MB",
     "inputs_too_large": "输入图片总大小超过 {limit_mb} MB",
     "image_format": "{param} 必须是 {formats} 图片（检测到：{detected}）",

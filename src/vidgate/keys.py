@@ -41,16 +41,17 @@ def create(database: db.Database, name: str) -> tuple[ApiKey, str]:
     if not name.strip():
         raise ValueError("a key needs a non-empty name")
     secret = KEY_PREFIX + secrets.token_urlsafe(32)
-    row = {
+    time_created = time.time()
+    row: dict[str, str | float] = {
         "id": ids.new_id("key"),
         "name": name.strip(),
         "key_hash": hash_key(secret),
         "prefix": secret[:10],
-        "created_at": time.time(),
+        "created_at": time_created,
     }
     with database.write() as conn:
         conn.execute(db.api_keys.insert().values(**row))
-    return ApiKey(row["id"], row["name"], row["prefix"], row["created_at"], None, None), secret
+    return ApiKey(str(row["id"]), name.strip(), secret[:10], time_created, None, None), secret
 
 
 def authenticate(database: db.Database, secret: str) -> ApiKey | None:

@@ -7,6 +7,7 @@ a browser `<video>` tag play a result directly.
 from __future__ import annotations
 
 import base64
+import functools
 import hashlib
 import hmac
 import secrets
@@ -38,10 +39,12 @@ def load_secret(database: db.Database, configured: str) -> bytes:
 class Signer:
     secret: bytes
 
+    @functools.lru_cache(maxsize=4096)  # noqa: B019 - signers live as long as the process
     def signature(self, key: str, expires: int) -> str:
         mac = hmac.new(self.secret, f"{key}\n{expires}".encode(), hashlib.sha256).digest()
         return base64.urlsafe_b64encode(mac[:24]).decode().rstrip("=")
 
+    @functools.lru_cache(maxsize=4096)  # noqa: B019 - a pure function of its arguments
     def url(self, base_url: str, key: str, expires: int) -> str:
         sig = self.signature(key, expires)
         return f"{base_url.rstrip('/')}{FILES_PREFIX}{quote(key)}?expires={expires}&sig={sig}"
@@ -65,5 +68,6 @@ class Signer:
             return None
         key = unquote(parts.path[len(FILES_PREFIX) :])
         query = parse_qs(parts.query)
-        status = self.check(key, (query.get("expires") or [None])[0], (query.get("sig") or [None])[0])
+        expires, sig = query.get("expires", [""])[0], query.get("sig", [""])[0]
+        status = self.check(key, expires, sig)
         return key if status is None else None

@@ -135,16 +135,37 @@ def get(database: db.Database, task_id: str, key_id: str | None = None) -> sa.Ro
         return conn.execute(query).first()
 
 
-def get_for_key_hash(database: db.Database, task_id: str, key_hash: str) -> sa.Row[Any] | None:
-    """One round trip for the hot poll path: the task, if the active key with this hash owns it."""
-    k = db.api_keys
-    query = (
-        sa.select(T)
-        .join(k, k.c.id == T.c.key_id)
-        .where(T.c.id == task_id, k.c.key_hash == key_hash, k.c.revoked_at.is_(None))
+#: What the task view shows; the request and upstream blobs stay in the database.
+VIEW_COLUMNS = (
+    T.c.id,
+    T.c.model,
+    T.c.status,
+    T.c.progress,
+    T.c.created_at,
+    T.c.started_at,
+    T.c.completed_at,
+    T.c.expires_at,
+    T.c.estimated_time,
+    T.c.cost,
+    T.c.provider,
+    T.c.result,
+    T.c.error,
+)
+
+_BY_ID_AND_KEY_HASH = (
+    sa.select(*VIEW_COLUMNS)
+    .join(db.api_keys, db.api_keys.c.id == T.c.key_id)
+    .where(
+        T.c.id == sa.bindparam("task_id"),
+        db.api_keys.c.key_hash == sa.bindparam("key_hash"),
+        db.api_keys.c.revoked_at.is_(None),
     )
-    with database.read() as conn:
-        return conn.execute(query).first()
+)
+
+
+def get_for_key_hash(database: db.Database, task_id: str, key_hash: str) -> Any:
+    """One round trip for the hot poll path: the task, if the active key with this hash owns it."""
+    return database.read_one(_BY_ID_AND_KEY_HASH, {"task_id": task_id, "key_hash": key_hash})
 
 
 def events(database: db.Database, task_id: str) -> list[sa.Row[Any]]:

@@ -16,7 +16,7 @@ from vidgate.api.auth import current_key, gateway_of
 from vidgate.api.responses import JsonResponse
 from vidgate.api.videos import base_url
 from vidgate.errors import InvalidRequest, PayloadTooLarge
-from vidgate.images import sniff_format
+from vidgate.images import describe_unknown, sniff_format
 
 router = APIRouter(tags=["uploads"])
 
@@ -57,7 +57,7 @@ async def upload_image(request: Request, key: keys.ApiKey = Depends(current_key)
         raise PayloadTooLarge("upload_too_large", param="file", limit_mb=MAX_UPLOAD_BYTES // 2**20)
     detected = sniff_format(data)
     if detected not in _CONTENT_TYPES:
-        raise InvalidRequest("upload_format", param="file", detected=detected or "unknown")
+        raise InvalidRequest("upload_format", param="file", detected=describe_unknown(data))
     filename = upload.filename or f"image{_EXTENSIONS[detected]}"
     body = await run_in_threadpool(_store, gateway, key, filename, detected, data, base_url(gateway, request))
     return JsonResponse(body)

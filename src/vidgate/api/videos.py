@@ -38,7 +38,15 @@ _SUBMIT_SCHEMA = {
 
 
 def base_url(gateway: Gateway, request: Request) -> str:
-    return gateway.settings.public_url or str(request.base_url).rstrip("/")
+    """VIDGATE_PUBLIC_URL, else scheme and Host of the request (cheap: this runs on every poll)."""
+    if gateway.settings.public_url:
+        return gateway.settings.public_url
+    scope = request.scope
+    host = request.headers.get("host")
+    if not host:
+        server = scope.get("server") or ("localhost", 80)
+        host = f"{server[0]}:{server[1]}"
+    return f"{scope.get('scheme', 'http')}://{host}{scope.get('root_path', '')}"
 
 
 @router.post("/v1/videos/generations", openapi_extra=_SUBMIT_SCHEMA, summary="Submit a video generation task")

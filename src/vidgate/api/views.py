@@ -15,7 +15,6 @@ from typing import Any
 from vidgate import i18n, tasks
 from vidgate.errors import InvalidRequest
 from vidgate.signing import Signer
-from vidgate.status import Status
 
 RESPONSE_VERSION = "2026-07-27"
 _DATE = re.compile(r"^\d{4}-\d{2}-\d{2}$")
@@ -38,12 +37,12 @@ def _number(value: Any) -> float | int:
 
 
 def progress_of(row: Any, now: float) -> int:
-    status = Status(row.status)
-    if status is Status.COMPLETED:
+    status = row.status
+    if status == "completed":
         return 100
-    if status is Status.PENDING or row.started_at is None:
+    if status == "pending" or row.started_at is None:
         return int(row.progress)
-    if status is Status.PROCESSING and row.progress == 0 and row.estimated_time:
+    if status == "processing" and row.progress == 0 and row.estimated_time:
         # No figure from the engine yet: elapsed over estimate, never 100 before the end.
         return min(99, int(100 * (now - row.started_at) / max(1, row.estimated_time)))
     return min(99, int(row.progress))
@@ -62,32 +61,31 @@ def error_of(error: dict[str, Any], language: str) -> dict[str, Any]:
     return body
 
 
+_VIDEO_FACTS = ("width", "height", "duration", "fps", "has_audio")
+
+
 def task_view(
     row: Any, *, signer: Signer, base_url: str, language: str = "en", version: str | None = None
 ) -> dict[str, Any]:
-    now = time.time()
-    data: dict[str, Any] = {}
-    if version is not None:
-        data["object"] = "generation.task"
-    data |= {
-        "id": row.id,
-        "model": row.model,
-        "status": row.status,
-        "progress": progress_of(row, now),
-        "created": int(row.created_at),
-        "estimated_time": int(row.estimated_time),
-        "cost": _number(row.cost),
-        "provider": row.provider,
-    }
-    status = Status(row.status)
-    if status is Status.COMPLETED:
+    """The task as the wire shows it. Runs on every poll, so it compares plain strings."""
+    status = row.status
+    data: dict[str, Any] = {"object": "generation.task"} if version is not None else {}
+    data["id"] = row.id
+    data["model"] = row.model
+    data["status"] = status
+    data["progress"] = progress_of(row, time.time())
+    data["created"] = int(row.created_at)
+    data["estimated_time"] = int(row.estimated_time)
+    data["cost"] = _number(row.cost)
+    data["provider"] = row.provider
+    if status == "completed":
         result = tasks.decode_json(row.result) or {}
         expires = int(row.expires_at)
         video: dict[str, Any] = {
             "url": [signer.url(base_url, result["video"], expires)],
             "expires_at": expires,
         }
-        for name in ("width", "height", "duration", "fps", "has_audio"):
+        for name in _VIDEO_FACTS:
             if name in result:
                 video[name] = result[name]
         data["completed"] = int(row.completed_at)
@@ -95,9 +93,9 @@ def task_view(
         data["result"] = {"videos": [video]}
         if result.get("thumbnail"):
             data["result"]["thumbnail_url"] = signer.url(base_url, result["thumbnail"], expires)
-    elif status is Status.FAILED:
+    elif status == "failed":
         data["error"] = error_of(tasks.decode_json(row.error) or {}, language)
-    elif status is Status.CANCELLED and row.completed_at is not None:
+    elif status == "cancelled" and row.completed_at is not None:
         data["completed"] = int(row.completed_at)
     return data
 

@@ -60,3 +60,7 @@ StopCheck = Callable[[], bool]
 
 class RenderCancelled(Exception):
     """Raised when `should_stop()` turned true between frames."""
+
+
+# Re-exported last: the engine imports the names defined above.
+from vidgate.render.engine import render as render  # noqa: E402

@@ -22,8 +22,8 @@ RATIOS: dict[str, Fraction] = {
 }
 
 
-def _even(value: float) -> int:
-    return max(2, int(round(value / 2)) * 2)
+def _even(value: Fraction | float) -> int:
+    return max(2, round(value / 2) * 2)
 
 
 def output_size(resolution: str, ratio: str) -> tuple[int, int]:

@@ -27,11 +27,27 @@ def _upload(client: httpx.Client, path: Path) -> str:
     with path.open("rb") as fh:
         response = client.post("/v1/uploads/images", files={"file": (path.name, fh)})
     if response.status_code != 200:
-        raise RuntimeError(f"upload of {path} failed: {_error_text(response)}")
+        raise ClientError(f"upload of {path} failed: {_error_text(response)}")
     return str(response.json()["url"])
 
 
-def run_generate(
+class ClientError(Exception):
+    """A failure worth one plain line to the user (no traceback)."""
+
+
+def run_generate(**kwargs: Any) -> int:
+    try:
+        return _generate(**kwargs)
+    except ClientError as exc:
+        console.print(f"[red]error:[/red] {exc}")
+    except OSError as exc:
+        console.print(f"[red]error:[/red] {exc.strerror or exc}: {getattr(exc, 'filename', '') or ''}")
+    except httpx.HTTPError as exc:
+        console.print(f"[red]error:[/red] cannot reach vidgate: {exc}")
+    return 1
+
+
+def _generate(
     *,
     base_url: str,
     api_key: str,
@@ -88,7 +104,7 @@ def _follow(client: httpx.Client, task_id: str, interval: float) -> dict[str, An
         while True:
             response = client.get(f"/v1/tasks/{task_id}")
             if response.status_code != 200:
-                raise RuntimeError(f"polling {task_id} failed: {_error_text(response)}")
+                raise ClientError(f"polling {task_id} failed: {_error_text(response)}")
             task: dict[str, Any] = response.json()["data"]
             progress.update(bar, completed=task.get("progress", 0), description=task["status"])
             if task["status"] in ("completed", "failed", "cancelled"):

@@ -49,10 +49,35 @@ class Settings(BaseSettings):
     #: A model not listed goes to its upstream when credentials are set, else to `local`.
     routes: dict[str, list[str]] = Field(default_factory=dict)
 
+    #: Seconds a task may take from submit to result before it is failed (upstreams included).
+    task_deadline_seconds: float = 3600.0
+
+    # --- upstreams (a provider is enabled when its API key is set) ---------------------------------
+    vidu_api_key: str = ""
+    vidu_base_url: str = "https://api.vidu.com"
+    #: Jobs in flight at Vidu for this key (Vidu runs 5 per organisation by default).
+    vidu_max_in_flight: int = Field(default=5, ge=1)
+    #: Ask Vidu to call back on state changes (needs VIDGATE_PUBLIC_URL reachable by Vidu).
+    vidu_callbacks: bool = False
+    pixverse_api_key: str = ""
+    pixverse_base_url: str = "https://app-api.pixverse.ai/openapi/v2"
+    pixverse_max_in_flight: int = Field(default=5, ge=1)
+    apimart_api_key: str = ""
+    apimart_base_url: str = "https://api.apimart.ai"
+    apimart_max_in_flight: int = Field(default=50, ge=1)
+    #: Seconds between polls of an upstream job.
+    upstream_poll_seconds: float = Field(default=5.0, gt=0)
+    #: Seconds for one upstream HTTP call.
+    upstream_timeout_seconds: float = Field(default=30.0, gt=0)
+    #: Largest result file vidgate re-hosts from an upstream, in bytes.
+    max_result_bytes: int = 1024 * 1024 * 1024
+    #: Upstream ticks one worker process runs at once (each is one short HTTP exchange).
+    relay_concurrency: int = Field(default=256, ge=1)
+
     #: Encoder preset for the CPU renderer (x264 preset names).
     local_preset: str = "veryfast"
 
-    @field_validator("public_url")
+    @field_validator("public_url", "vidu_base_url", "pixverse_base_url", "apimart_base_url")
     @classmethod
     def _strip_slash(cls, value: str) -> str:
         return value.rstrip("/")

@@ -69,6 +69,8 @@ tasks = sa.Table(
     sa.Column("completed_at", sa.Float),
     sa.Column("expires_at", sa.Float),
     sa.Column("updated_at", sa.Float, nullable=False),
+    #: After this, a task still running is reconciled with its upstream once, then failed.
+    sa.Column("deadline_at", sa.Float),
     # Queue and lease: a task is due when next_run_at <= now and no live lease holds it.
     sa.Column("next_run_at", sa.Float),
     sa.Column("lease_owner", sa.String(64)),

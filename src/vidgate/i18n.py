@@ -77,6 +77,30 @@ _EN: dict[str, str] = {
     "render_failed": "Rendering failed: {detail}",
     "worker_lost": "The task was interrupted {attempts} times and was stopped",
     "cancelled": "Cancelled by user",
+    # Upstream relays (task.error.message); {upstream} is the provider's name.
+    "content_policy_violation": "{upstream} refused the request or its result for content policy reasons",
+    "upstream_quota_exceeded": "The {upstream} account behind this gateway is out of credits or quota",
+    "upstream_auth_failed": "The gateway's {upstream} credentials were refused; the operator must fix them",
+    "invalid_image": "{upstream} could not use an input image: {detail}",
+    "upstream_rejected": "{upstream} rejected the request: {detail}",
+    "upstream_failed": "{upstream} failed to generate the video ({detail})",
+    "upstream_cancelled": "The job was cancelled at {upstream}",
+    "upstream_busy": "{upstream} stayed busy until the task's deadline ({detail})",
+    "upstream_unavailable": "{upstream} could not be reached until the task's deadline ({detail})",
+    "deadline_exceeded": "The task did not finish before its deadline (last state at {upstream}: {detail})",
+    "upstream_result_missing": "{upstream} reported success without a video",
+    "upstream_result_expired": "The video's link at {upstream} expired before it could be copied ({detail})",
+    "upstream_result_unavailable": "The video could not be downloaded from {upstream} ({detail})",
+    "upstream_result_too_large": "The video from {upstream} is larger than {limit_mb} MB",
+    "upstream_result_invalid": "The file from {upstream} is not a playable video ({detail})",
+    "submit_interrupted": (
+        "The submit to {upstream} was interrupted and whether it was accepted cannot be known; "
+        "nothing was charged, please submit again"
+    ),
+    "extend_source_provider": (
+        "extend_from_task_id was served by {provider}; extension at {upstream} needs a source made there"
+    ),
+    "callback_signature": "The callback signature is missing or does not verify",
 }
 
 _ZH: dict[str, str] = {
@@ -138,6 +162,26 @@ _ZH: dict[str, str] = {
     "render_failed": "渲染失败：{detail}",
     "worker_lost": "任务已被中断 {attempts} 次，已停止",
     "cancelled": "已被用户取消",
+    "content_policy_violation": "{upstream} 因内容安全策略拒绝了该请求或其结果",
+    "upstream_quota_exceeded": "本网关使用的 {upstream} 账户额度或积分不足",
+    "upstream_auth_failed": "网关的 {upstream} 凭据被拒绝，需要运维修复",
+    "invalid_image": "{upstream} 无法使用输入图片：{detail}",
+    "upstream_rejected": "{upstream} 拒绝了该请求：{detail}",
+    "upstream_failed": "{upstream} 生成视频失败（{detail}）",
+    "upstream_cancelled": "任务已在 {upstream} 被取消",
+    "upstream_busy": "{upstream} 在任务截止前一直繁忙（{detail}）",
+    "upstream_unavailable": "在任务截止前无法连接 {upstream}（{detail}）",
+    "deadline_exceeded": "任务未在截止时间前完成（{upstream} 的最后状态：{detail}）",
+    "upstream_result_missing": "{upstream} 报告成功但没有视频",
+    "upstream_result_expired": "{upstream} 的视频链接在复制前已过期（{detail}）",
+    "upstream_result_unavailable": "无法从 {upstream} 下载视频（{detail}）",
+    "upstream_result_too_large": "{upstream} 返回的视频超过 {limit_mb} MB",
+    "upstream_result_invalid": "{upstream} 返回的文件不是可播放的视频（{detail}）",
+    "submit_interrupted": "向 {upstream} 的提交被中断，无法确认是否已被接受；未产生费用，请重新提交",
+    "extend_source_provider": (
+        "extend_from_task_id 由 {provider} 生成；在 {upstream} 扩展需要在该处生成的源视频"
+    ),
+    "callback_signature": "回调签名缺失或校验失败",
 }
 
 _KO: dict[str, str] = {

@@ -77,6 +77,7 @@ def create(
     estimated_time: int,
     idempotency_key: str | None = None,
     cost: float = 0.0,
+    deadline_seconds: float | None = None,
 ) -> tuple[sa.Row[Any], bool]:
     """Insert a pending task (the enqueue); returns (row, replayed).
 
@@ -111,6 +112,7 @@ def create(
                 "created_at": now,
                 "updated_at": now,
                 "next_run_at": now,
+                "deadline_at": now + deadline_seconds if deadline_seconds else None,
                 "idempotency_key": idempotency_key,
                 "request_hash": digest,
             }
@@ -182,6 +184,25 @@ def events(database: db.Database, task_id: str) -> list[sa.Row[Any]]:
 # --- the queue ------------------------------------------------------------------------------------
 
 
+#: Phases during which a task holds one of its provider's in-flight slots (claimed from the queue
+#: and not yet finished). Counting slots over task state leaves no counter that could drift.
+SLOT_PHASES = tuple(p.value for p in Phase if p not in (Phase.QUEUED, Phase.DONE))
+
+
+def in_flight(conn: Connection, provider: str) -> int:
+    return int(
+        conn.execute(
+            sa.select(sa.func.count())
+            .select_from(T)
+            .where(
+                T.c.provider == provider,
+                T.c.status.in_([Status.PENDING.value, Status.PROCESSING.value]),
+                T.c.phase.in_(SLOT_PHASES),
+            )
+        ).scalar_one()
+    )
+
+
 def claim(
     database: db.Database,
     *,
@@ -189,37 +210,63 @@ def claim(
     providers: frozenset[str],
     limit: int,
     lease_seconds: float,
+    slots: dict[str, int] | None = None,
     now: float | None = None,
 ) -> list[sa.Row[Any]]:
     """Lease up to `limit` due tasks for the given providers (oldest first).
 
     Due: pending or processing, `next_run_at` reached, and no live lease. A `processing` row whose
     lease expired belonged to a worker that died; it is taken over with a new fencing token.
+    `slots` caps, per provider, the tasks in flight across all workers: a queued task is only
+    taken while its provider has a free slot, so the excess waits in `pending`.
     """
     if limit <= 0 or not providers:
         return []
     now = time.time() if now is None else now
     active = [Status.PENDING.value, Status.PROCESSING.value]
+    due_filter = [
+        T.c.status.in_(active),
+        T.c.next_run_at <= now,
+        sa.or_(T.c.lease_until.is_(None), T.c.lease_until < now),
+    ]
+    columns = (T.c.id, T.c.status, T.c.phase, T.c.lease_owner)
     with database.write() as conn:
-        due = conn.execute(
-            sa.select(T.c.id, T.c.status, T.c.phase, T.c.lease_owner)
-            .where(
-                T.c.status.in_(active),
-                T.c.next_run_at <= now,
-                T.c.provider.in_(sorted(providers)),
-                sa.or_(T.c.lease_until.is_(None), T.c.lease_until < now),
-            )
-            .order_by(T.c.next_run_at, T.c.created_at)
-            .limit(limit)
-            .with_for_update(skip_locked=True)
-        ).all()
+        due: list[Any] = []
+        for provider in sorted(providers):
+            room = limit - len(due)
+            if room <= 0:
+                break
+            # Tasks already holding a slot (polls, takeovers) first: they free slots when done.
+            due += conn.execute(
+                sa.select(*columns)
+                .where(*due_filter, T.c.provider == provider, T.c.phase != Phase.QUEUED.value)
+                .order_by(T.c.next_run_at)
+                .limit(room)
+                .with_for_update(skip_locked=True)
+            ).all()
+            room = limit - len(due)
+            cap = (slots or {}).get(provider)
+            if cap is not None:
+                room = min(room, cap - in_flight(conn, provider))
+            if room > 0:
+                due += conn.execute(
+                    sa.select(*columns)
+                    .where(*due_filter, T.c.provider == provider, T.c.phase == Phase.QUEUED.value)
+                    .order_by(T.c.next_run_at, T.c.created_at)
+                    .limit(room)
+                    .with_for_update(skip_locked=True)
+                ).all()
         if not due:
             return []
+        ids = [r.id for r in due]
         conn.execute(
             T.update()
-            .where(T.c.id.in_([r.id for r in due]))
+            .where(T.c.id.in_(ids))
             .values(
                 status=Status.PROCESSING.value,
+                phase=sa.case(
+                    (T.c.phase == Phase.QUEUED.value, Phase.FETCHING_INPUTS.value), else_=T.c.phase
+                ),
                 lease_owner=owner,
                 lease_until=now + lease_seconds,
                 lease_token=T.c.lease_token + 1,
@@ -229,9 +276,57 @@ def claim(
             )
         )
         for r in due:
-            detail = {"took_over_from": r.lease_owner} if r.lease_owner else None
-            _event(conn, r.id, r.status, Status.PROCESSING, r.phase, worker=owner, detail=detail, now=now)
-        return list(conn.execute(sa.select(T).where(T.c.id.in_([r.id for r in due]))).all())
+            # A routine poll claim is no event; starting work and taking over a dead lease are.
+            if r.status == Status.PENDING or r.lease_owner:
+                detail = {"took_over_from": r.lease_owner} if r.lease_owner else None
+                _event(conn, r.id, r.status, Status.PROCESSING, r.phase, worker=owner, detail=detail, now=now)
+        return list(conn.execute(sa.select(T).where(T.c.id.in_(ids))).all())
+
+
+def checkpoint(
+    database: db.Database, lease: Lease, *, phase: Phase, lease_seconds: float, **values: Any
+) -> None:
+    """Commit where a tick stands before its next outside effect (e.g. `submitting` and the
+    idempotency handle before a submit call), so a crash leaves a record of what may have happened
+    upstream. Renews the lease too."""
+    now = time.time()
+    _update(
+        database,
+        lease,
+        {**values, "phase": phase.value, "lease_until": now + lease_seconds, "updated_at": now},
+    )
+
+
+def reroute(database: db.Database, lease: Lease, *, provider: str, upstream_state: dict[str, Any]) -> None:
+    """Hand a not-yet-accepted task to the next provider of its route (infrastructure failure)."""
+    now = time.time()
+    _update(
+        database,
+        lease,
+        {
+            "provider": provider,
+            "status": Status.PENDING.value,
+            "phase": Phase.QUEUED.value,
+            "upstream_id": None,
+            "upstream_state": upstream_state,
+            "lease_owner": None,
+            "lease_until": None,
+            "next_run_at": now,
+            "attempts": 0,
+            "updated_at": now,
+        },
+    )
+    with database.write() as conn:
+        _event(
+            conn,
+            lease.task_id,
+            Status.PROCESSING,
+            Status.PENDING,
+            Phase.QUEUED,
+            worker=lease.owner,
+            detail={"rerouted_to": provider},
+            now=now,
+        )
 
 
 def _guarded(lease: Lease, *, statuses: frozenset[Status] | None = None) -> list[sa.ColumnElement[bool]]:
@@ -380,7 +475,26 @@ def release(
         values["attempts"] = 0
     if phase is not None:
         values["phase"] = phase.value
+        if phase is Phase.QUEUED:
+            # Back in the queue (e.g. an upstream said "too many jobs"): pending again, slot freed.
+            values["status"] = Status.PENDING.value
     _update(database, lease, values)
+
+
+def poke(database: db.Database, task_id: str, *, provider: str, upstream_id: str) -> bool:
+    """Make a waiting upstream task due now (a verified callback said its job changed)."""
+    with database.write() as conn:
+        result = conn.execute(
+            T.update()
+            .where(
+                T.c.id == task_id,
+                T.c.provider == provider,
+                T.c.upstream_id == upstream_id,
+                T.c.status.in_([Status.PENDING.value, Status.PROCESSING.value]),
+            )
+            .values(next_run_at=time.time())
+        )
+    return result.rowcount == 1
 
 
 def lease_of(row: sa.Row[Any]) -> Lease:

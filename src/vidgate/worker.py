@@ -25,7 +25,8 @@ from PIL import Image
 from vidgate import catalog, db, images, tasks
 from vidgate.config import Settings
 from vidgate.errors import TaskFailure
-from vidgate.providers import Done, Provider, Snooze, TaskContext
+from vidgate.providers import Done, Provider, Router, Snooze, TaskContext
+from vidgate.providers._relay import RelayProvider, UpstreamUnavailable, backoff
 from vidgate.render import RenderCancelled
 from vidgate.signing import Signer
 from vidgate.status import Phase, Status
@@ -52,12 +53,14 @@ class Worker:
         storage: LocalStorage,
         signer: Signer,
         providers: dict[str, Provider],
+        router: Router | None = None,
     ) -> None:
         self.settings = settings
         self.database = database
         self.storage = storage
         self.signer = signer
         self.providers = providers
+        self.router = router
         self.host = socket.gethostname()
         self.owner = f"{self.host}:{os.getpid()}:{secrets.token_hex(3)}"
         self._wakeup: asyncio.Event | None = None
@@ -112,6 +115,7 @@ class Worker:
             free = provider.max_concurrency() - len(self._running[name])
             if free <= 0:
                 continue
+            slots = {name: provider.in_flight_cap()} if isinstance(provider, RelayProvider) else None
             rows = await asyncio.to_thread(
                 tasks.claim,
                 self.database,
@@ -119,6 +123,7 @@ class Worker:
                 providers=frozenset({name}),
                 limit=free,
                 lease_seconds=self.settings.lease_seconds,
+                slots=slots,
             )
             for row in rows:
                 job = asyncio.create_task(self._run_one(provider, row))
@@ -170,7 +175,7 @@ class Worker:
         heartbeat = asyncio.create_task(self._heartbeat(lease, state, estimated=row.estimated_time))
         try:
             request = catalog.parse(tasks.decode_json(row.request))
-            ctx = self._context(row, request, state, scratch)
+            ctx = self._context(row, request, state, scratch, lease)
             outcome = await provider.run(ctx)
             heartbeat.cancel()
             if state.lost:
@@ -195,6 +200,9 @@ class Worker:
         except TaskFailure as failure:
             heartbeat.cancel()
             await asyncio.to_thread(self._quietly, tasks.fail, self.database, lease, failure.as_error())
+        except UpstreamUnavailable as exc:
+            heartbeat.cancel()
+            await asyncio.to_thread(self._quietly, self._fall_back, row, lease, provider.name, exc.detail)
         except (RenderCancelled, tasks.LeaseLost):
             heartbeat.cancel()
             if state.stopping and not state.lost:
@@ -208,6 +216,40 @@ class Worker:
             heartbeat.cancel()
             self._states.pop(row.id, None)
             shutil.rmtree(scratch, ignore_errors=True)
+
+    def _fall_back(self, row: sa.Row[Any], lease: tasks.Lease, current: str, detail: str) -> None:
+        """Nothing was accepted upstream: try the next provider of the model's route, else retry
+        this one with backoff until the deadline."""
+        state = dict(tasks.decode_json(row.upstream_state) or {})
+        tried = [*state.get("tried", []), current]
+        route = self.router.route(row.model) if self.router is not None else []
+        later = route[route.index(current) + 1 :] if current in route else []
+        following = next((name for name in later if name not in tried), None)
+        log.warning(
+            "task %s: %s unavailable (%s); %s",
+            row.id,
+            current,
+            detail,
+            f"moving to {following}" if following else "will retry",
+        )
+        if following is not None:
+            tasks.reroute(self.database, lease, provider=following, upstream_state={"tried": tried})
+            self.wake()
+            return
+        if row.deadline_at is not None and time.time() >= row.deadline_at:
+            error = TaskFailure(
+                "upstream_unavailable", type="bad_gateway", upstream=current, detail=detail[:200]
+            )
+            tasks.fail(self.database, lease, error.as_error())
+            return
+        failures = int(state.get("unavailable", 0)) + 1
+        tasks.release(
+            self.database,
+            lease,
+            delay=backoff(failures, cap=60.0),
+            phase=Phase.QUEUED,
+            upstream_state={**state, "unavailable": failures},
+        )
 
     def _retry_or_fail(self, lease: tasks.Lease, attempts: int, exc: Exception) -> None:
         if attempts >= self.settings.max_attempts:
@@ -247,7 +289,12 @@ class Worker:
     # --- what a provider may use -------------------------------------------------------------------
 
     def _context(
-        self, row: sa.Row[Any], request: catalog.VideoRequest, state: _RunState, scratch: Path
+        self,
+        row: sa.Row[Any],
+        request: catalog.VideoRequest,
+        state: _RunState,
+        scratch: Path,
+        lease: tasks.Lease,
     ) -> TaskContext:
         def set_phase(phase: Phase) -> None:
             state.phase = phase
@@ -276,13 +323,28 @@ class Worker:
                 raise TaskFailure("extend_source_unavailable", param="extend_from_task_id")
             return self.storage.local_path(result["video"]), result
 
+        async def checkpoint(phase: Phase, **values: Any) -> None:
+            state.phase = phase
+            await asyncio.to_thread(
+                tasks.checkpoint,
+                self.database,
+                lease,
+                phase=phase,
+                lease_seconds=self.settings.lease_seconds,
+                **values,
+            )
+
         return TaskContext(
             task_id=row.id,
             key_id=row.key_id,
             request=request,
             attempt=row.attempts,
+            phase=Phase(row.phase),
             upstream_id=row.upstream_id,
             upstream_state=tasks.decode_json(row.upstream_state),
+            started_at=row.started_at,
+            estimated_time=row.estimated_time,
+            deadline_at=row.deadline_at,
             scratch=scratch,
             load_images=load_images,
             source_video=source_video,
@@ -290,6 +352,7 @@ class Worker:
             set_phase=set_phase,
             report_progress=report,
             should_stop=lambda: state.lost or state.stopping,
+            checkpoint=checkpoint,
         )
 
     def _own_file(self, url: str) -> bytes | None:

@@ -47,12 +47,12 @@ def build_gateway(settings: Settings, *, run_worker: bool) -> Gateway:
     router = Router(settings)
     gateway = Gateway(settings, database, storage, signer, router)
     if run_worker:
-        gateway.worker = Worker(settings, database, storage, signer, router.build())
+        gateway.worker = Worker(settings, database, storage, signer, router.build(), router)
     return gateway
 
 
 def create_app(settings: Settings, *, run_worker: bool = True) -> FastAPI:
-    from vidgate.api import discovery, errors, files, tasks_routes, uploads, videos
+    from vidgate.api import callbacks, discovery, errors, files, tasks_routes, uploads, videos
 
     @contextlib.asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
@@ -83,6 +83,6 @@ def create_app(settings: Settings, *, run_worker: bool = True) -> FastAPI:
     errors.install(app)
     # First in the list: polling is most of the traffic, so it should not wait on route matching.
     app.router.routes.insert(0, tasks_routes.fast_route)
-    for module in (videos, tasks_routes, uploads, discovery, files):
+    for module in (videos, tasks_routes, uploads, discovery, files, callbacks):
         app.include_router(module.router)
     return app

@@ -95,6 +95,7 @@ def _enqueue(
         provider=provider_name,
         estimated_time=estimate,
         idempotency_key=idem,
+        deadline_seconds=gateway.settings.task_deadline_seconds,
     )
 
 

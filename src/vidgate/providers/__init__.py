@@ -49,8 +49,12 @@ class TaskContext:
     key_id: str
     request: VideoRequest
     attempt: int
+    phase: Phase
     upstream_id: str | None
     upstream_state: dict[str, Any] | None
+    started_at: float | None
+    estimated_time: int
+    deadline_at: float | None
     scratch: Path
     load_images: Callable[[], Awaitable[list[Image.Image]]]
     source_video: Callable[[str], Awaitable[tuple[Path, dict[str, Any]]]]
@@ -60,6 +64,8 @@ class TaskContext:
     report_progress: Callable[[float], None]
     #: True once the lease is lost or the task should stop; engines check it between steps.
     should_stop: Callable[[], bool]
+    #: Commit phase and values (e.g. `upstream_state`) now, before an outside effect.
+    checkpoint: Callable[..., Awaitable[None]]
 
 
 class Provider(ABC):

@@ -80,11 +80,11 @@ async def submit(request: Request) -> JsonResponse:
 def _enqueue(
     gateway: Gateway, key: keys.ApiKey, parsed: catalog.VideoRequest, body: dict[str, Any], idem: str | None
 ) -> tuple[Any, bool]:
-    if parsed.source_task_id is not None:
-        _check_extension_source(gateway, key, parsed.source_task_id)
     provider_name = gateway.router.pick(parsed.model)
     if provider_name is None:
         raise ServerError()
+    if parsed.source_task_id is not None:
+        _check_extension_source(gateway, key, parsed.source_task_id, provider_name)
     provider_cls = gateway.router.enabled[provider_name]
     estimate = provider_cls(gateway.settings).estimated_time(parsed)
     return tasks.create(
@@ -99,7 +99,7 @@ def _enqueue(
     )
 
 
-def _check_extension_source(gateway: Gateway, key: keys.ApiKey, source_id: str) -> None:
+def _check_extension_source(gateway: Gateway, key: keys.ApiKey, source_id: str, provider: str) -> None:
     source = tasks.get(gateway.database, source_id, key.id)
     param = "extend_from_task_id"
     if source is None:
@@ -108,3 +108,8 @@ def _check_extension_source(gateway: Gateway, key: keys.ApiKey, source_id: str) 
         raise InvalidRequest("extend_source_model", param=param, model=source.model)
     if source.status != Status.COMPLETED:
         raise InvalidRequest("extend_source_state", param=param, status=source.status)
+    # An upstream extends only videos it made itself; the local renderer extends any stored video.
+    if provider != "local" and source.provider != provider:
+        raise InvalidRequest(
+            "extend_source_provider", param=param, provider=source.provider, upstream=provider
+        )

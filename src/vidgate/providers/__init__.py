@@ -76,6 +76,9 @@ class Provider(ABC):
     models: ClassVar[frozenset[str]] = frozenset()
     #: Tasks one worker process runs at once for this provider.
     concurrency: ClassVar[int] = 1
+    #: Order in a model's default route (lower first): the model's own upstream, then a
+    #: general relay, then the local renderer.
+    preference: ClassVar[int] = 50
 
     def __init_subclass__(cls, *, name: str | None = None, **kwargs: Any) -> None:
         super().__init_subclass__(**kwargs)
@@ -129,8 +132,8 @@ class Router:
         return [n for n in candidates if n in self.enabled and model in self.enabled[n].models]
 
     def _default_route(self, model: str) -> list[str]:
-        upstreams = [n for n, c in self.enabled.items() if n != "local" and model in c.models]
-        return [*sorted(upstreams), "local"]
+        serving = [(c.preference, n) for n, c in self.enabled.items() if model in c.models]
+        return [name for _, name in sorted(serving)]
 
     def pick(self, model: str) -> str | None:
         route = self.route(model)

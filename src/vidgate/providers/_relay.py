@@ -207,7 +207,8 @@ class RelayProvider(Provider):
         facts = _probe(video)
         video_key = f"results/{ctx.task_id}/video.mp4"
         size = ctx.store_file(video_key, video)
-        result: dict[str, Any] = {"video": video_key, "bytes": size, **facts}
+        # The upstream's id stays server-side; an extension at the same upstream needs it.
+        result: dict[str, Any] = {"video": video_key, "bytes": size, "upstream_id": ctx.upstream_id, **facts}
         if job.cover_url:
             try:
                 cover = await self.download(job.cover_url, ctx.scratch / "cover.jpg", attempts=2)

@@ -71,6 +71,8 @@ tasks = sa.Table(
     sa.Column("updated_at", sa.Float, nullable=False),
     #: After this, a task still running is reconciled with its upstream once, then failed.
     sa.Column("deadline_at", sa.Float),
+    #: The owner asked to cancel a task a worker holds; the worker stops it at its next step.
+    sa.Column("cancel_requested", sa.Boolean, nullable=False, server_default=sa.false()),
     # Queue and lease: a task is due when next_run_at <= now and no live lease holds it.
     sa.Column("next_run_at", sa.Float),
     sa.Column("lease_owner", sa.String(64)),

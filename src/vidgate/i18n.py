@@ -101,6 +101,10 @@ _EN: dict[str, str] = {
         "extend_from_task_id was served by {provider}; extension at {upstream} needs a source made there"
     ),
     "callback_signature": "The callback signature is missing or does not verify",
+    "cancel_terminal": "Task {task_id} is already {status} and cannot be cancelled",
+    "cursor_invalid": "cursor is not a value this API returned",
+    "param_invalid": "{param} is invalid: {detail}",
+    "not_ready": "Not ready: {detail}",
 }
 
 _ZH: dict[str, str] = {
@@ -182,6 +186,10 @@ _ZH: dict[str, str] = {
         "extend_from_task_id 由 {provider} 生成；在 {upstream} 扩展需要在该处生成的源视频"
     ),
     "callback_signature": "回调签名缺失或校验失败",
+    "cancel_terminal": "任务 {task_id} 已是 {status} 状态，无法取消",
+    "cursor_invalid": "cursor 不是本 API 返回的值",
+    "param_invalid": "参数 {param} 无效：{detail}",
+    "not_ready": "未就绪：{detail}",
 }
 
 _KO: dict[str, str] = {

@@ -21,8 +21,8 @@ from sqlalchemy.exc import IntegrityError
 
 from vidgate import db, ids
 from vidgate.catalog import VideoRequest
-from vidgate.errors import Conflict
-from vidgate.status import Phase, Status, check_transition, sources_of
+from vidgate.errors import Conflict, NotFound
+from vidgate.status import TERMINAL, Phase, Status, check_transition, sources_of
 
 T = db.tasks
 
@@ -354,15 +354,20 @@ def heartbeat(
     *,
     progress: int | None = None,
     phase: Phase | None = None,
-) -> None:
-    """Extend the lease (and record progress/phase) or raise LeaseLost."""
+) -> bool:
+    """Extend the lease (and record progress/phase) or raise LeaseLost. Returns whether the
+    owner asked to cancel the task meanwhile."""
     now = time.time()
     values: dict[str, Any] = {"lease_until": now + lease_seconds, "updated_at": now}
     if progress is not None:
         values["progress"] = max(0, min(99, progress))
     if phase is not None:
         values["phase"] = phase.value
-    _update(database, lease, values)
+    with database.write() as conn:
+        result = conn.execute(T.update().where(*_guarded(lease)).values(**values))
+        if result.rowcount != 1:
+            raise LeaseLost(lease.task_id)
+        return bool(conn.execute(sa.select(T.c.cancel_requested).where(T.c.id == lease.task_id)).scalar())
 
 
 def _finish(
@@ -479,6 +484,102 @@ def release(
             # Back in the queue (e.g. an upstream said "too many jobs"): pending again, slot freed.
             values["status"] = Status.PENDING.value
     _update(database, lease, values)
+
+
+def request_cancel(database: db.Database, task_id: str, key_id: str) -> sa.Row[Any]:
+    """Cancel a task of this key: at once when no worker holds it, else flag it for its worker.
+
+    Raises Conflict for a finished task, NotFound for an unknown one (or another key's).
+    """
+    now = time.time()
+    with database.write() as conn:
+        row = conn.execute(sa.select(T).where(T.c.id == task_id, T.c.key_id == key_id)).first()
+        if row is None:
+            raise NotFound("task_not_found", param="task_id", task_id=task_id)
+        if Status(row.status) in TERMINAL:
+            raise Conflict("cancel_terminal", param="task_id", task_id=task_id, status=row.status)
+        unheld = row.lease_until is None or row.lease_until < now
+        if row.status == Status.PENDING and row.upstream_id is None and unheld:
+            check_transition(Status.PENDING, Status.CANCELLED)
+            result = conn.execute(
+                T.update()
+                .where(
+                    T.c.id == task_id, T.c.status == Status.PENDING.value, T.c.lease_token == row.lease_token
+                )
+                .values(
+                    status=Status.CANCELLED.value,
+                    phase=Phase.DONE.value,
+                    completed_at=now,
+                    updated_at=now,
+                    next_run_at=None,
+                    lease_owner=None,
+                    lease_until=None,
+                    cancel_requested=True,
+                    cost=0,
+                )
+            )
+            if result.rowcount == 1:
+                _event(
+                    conn,
+                    task_id,
+                    Status.PENDING,
+                    Status.CANCELLED,
+                    Phase.DONE,
+                    detail={"by": "user"},
+                    now=now,
+                )
+                return conn.execute(sa.select(T).where(T.c.id == task_id)).one()
+        # Held by a worker, or already at an upstream: its worker finishes the cancellation.
+        conn.execute(
+            T.update().where(T.c.id == task_id).values(cancel_requested=True, next_run_at=now, updated_at=now)
+        )
+        return conn.execute(sa.select(T).where(T.c.id == task_id)).one()
+
+
+def finish_cancel(database: db.Database, lease: Lease) -> None:
+    """The worker holding a cancel-requested task has stopped it (and its upstream job)."""
+    _finish(
+        database,
+        lease,
+        Status.CANCELLED,
+        {"phase": Phase.DONE.value, "completed_at": time.time(), "cost": 0},
+        detail={"by": "user"},
+    )
+
+
+def cancel_requested(database: db.Database, task_id: str) -> bool:
+    with database.read() as conn:
+        return bool(conn.execute(sa.select(T.c.cancel_requested).where(T.c.id == task_id)).scalar())
+
+
+def list_for_key(
+    database: db.Database,
+    key_id: str,
+    *,
+    limit: int,
+    after: tuple[float, str] | None = None,
+    status: str | None = None,
+    model: str | None = None,
+    created_after: float | None = None,
+    created_before: float | None = None,
+) -> list[Any]:
+    """This key's tasks, newest first; `after` is the (created_at, id) of the last row of the
+    previous page (keyset pagination: stable while new tasks arrive)."""
+    query = sa.select(*VIEW_COLUMNS).where(T.c.key_id == key_id)
+    if status is not None:
+        query = query.where(T.c.status == status)
+    if model is not None:
+        query = query.where(T.c.model == model)
+    if created_after is not None:
+        query = query.where(T.c.created_at >= created_after)
+    if created_before is not None:
+        query = query.where(T.c.created_at < created_before)
+    if after is not None:
+        at, last_id = after
+        query = query.where(sa.or_(T.c.created_at < at, sa.and_(T.c.created_at == at, T.c.id < last_id)))
+    query = query.order_by(T.c.created_at.desc(), T.c.id.desc()).limit(limit)
+    with database.read() as conn:
+        return list(conn.execute(query).all())
 
 
 def poke(database: db.Database, task_id: str, *, provider: str, upstream_id: str) -> bool:

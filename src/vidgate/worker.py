@@ -43,6 +43,7 @@ class _RunState:
     phase: Phase | None = None
     lost: bool = False
     stopping: bool = False
+    cancelling: bool = False
 
 
 class Worker:
@@ -174,13 +175,20 @@ class Worker:
         scratch.mkdir(parents=True, exist_ok=True)
         heartbeat = asyncio.create_task(self._heartbeat(lease, state, estimated=row.estimated_time))
         try:
+            if row.cancel_requested and await self._cancel_upstream(provider, row):
+                heartbeat.cancel()
+                await asyncio.to_thread(self._quietly, tasks.finish_cancel, self.database, lease)
+                return
             request = catalog.parse(tasks.decode_json(row.request))
             ctx = self._context(row, request, state, scratch, lease)
             outcome = await provider.run(ctx)
             heartbeat.cancel()
             if state.lost:
                 return
-            if isinstance(outcome, Done):
+            if row.cancel_requested and not isinstance(outcome, Snooze):
+                # The upstream could not cancel, but has now finished: the owner still gets a cancel.
+                await asyncio.to_thread(self._quietly, tasks.finish_cancel, self.database, lease)
+            elif isinstance(outcome, Done):
                 await asyncio.to_thread(
                     tasks.complete,
                     self.database,
@@ -199,13 +207,19 @@ class Worker:
                 )
         except TaskFailure as failure:
             heartbeat.cancel()
-            await asyncio.to_thread(self._quietly, tasks.fail, self.database, lease, failure.as_error())
+            finish = tasks.finish_cancel if row.cancel_requested else None
+            if finish is not None:
+                await asyncio.to_thread(self._quietly, finish, self.database, lease)
+            else:
+                await asyncio.to_thread(self._quietly, tasks.fail, self.database, lease, failure.as_error())
         except UpstreamUnavailable as exc:
             heartbeat.cancel()
             await asyncio.to_thread(self._quietly, self._fall_back, row, lease, provider.name, exc.detail)
         except (RenderCancelled, tasks.LeaseLost):
             heartbeat.cancel()
-            if state.stopping and not state.lost:
+            if state.cancelling and not state.lost:
+                await asyncio.to_thread(self._quietly, tasks.finish_cancel, self.database, lease)
+            elif state.stopping and not state.lost:
                 # Graceful shutdown: hand the task back, due now, without counting an attempt.
                 await asyncio.to_thread(self._quietly, tasks.release, self.database, lease, delay=0)
         except Exception as exc:
@@ -216,6 +230,17 @@ class Worker:
             heartbeat.cancel()
             self._states.pop(row.id, None)
             shutil.rmtree(scratch, ignore_errors=True)
+
+    async def _cancel_upstream(self, provider: Provider, row: sa.Row[Any]) -> bool:
+        """Whether a cancel-requested task can be closed now: nothing upstream yet, or the
+        upstream confirmed the cancel. Otherwise it keeps being polled until the upstream ends."""
+        if row.upstream_id is None or not isinstance(provider, RelayProvider):
+            return True
+        try:
+            return await provider.cancel(row.upstream_id)
+        except Exception:
+            log.warning("task %s: cancel at %s failed; polling until it ends", row.id, provider.name)
+            return False
 
     def _fall_back(self, row: sa.Row[Any], lease: tasks.Lease, current: str, detail: str) -> None:
         """Nothing was accepted upstream: try the next provider of the model's route, else retry
@@ -271,7 +296,7 @@ class Worker:
             await asyncio.sleep(interval)
             progress = None if state.fraction is None else 5 + int(state.fraction * 90)
             try:
-                await asyncio.to_thread(
+                cancel = await asyncio.to_thread(
                     tasks.heartbeat,
                     self.database,
                     lease,
@@ -280,6 +305,8 @@ class Worker:
                     phase=state.phase,
                 )
                 written = (progress, state.phase)
+                if cancel:
+                    state.cancelling = True
             except tasks.LeaseLost:
                 state.lost = True
                 return
@@ -351,7 +378,7 @@ class Worker:
             store_file=self.storage.put_file,
             set_phase=set_phase,
             report_progress=report,
-            should_stop=lambda: state.lost or state.stopping,
+            should_stop=lambda: state.lost or state.stopping or state.cancelling,
             checkpoint=checkpoint,
         )
 

@@ -97,6 +97,23 @@ def user_balance(key: keys.ApiKey = Depends(current_key)) -> JsonResponse:
     return JsonResponse(_balance(key))
 
 
+@router.get("/readyz", tags=["operations"], summary="Ready to serve: database reachable and migrated")
+def readyz(request: Request) -> JsonResponse:
+    from vidgate import migrations
+
+    gateway = gateway_of(request)
+    try:
+        revision = migrations.current_revision(gateway.database)
+    except Exception:
+        return JsonResponse({"status": "unavailable", "database": "unreachable"}, status_code=503)
+    head = migrations.head_revision()
+    if revision != head:
+        return JsonResponse(
+            {"status": "unavailable", "database": f"at {revision}, expected {head}"}, status_code=503
+        )
+    return JsonResponse({"status": "ready", "database": "ok", "revision": revision})
+
+
 @router.get("/healthz", tags=["operations"], summary="Liveness and database reachability")
 def healthz(request: Request) -> JsonResponse:
     gateway = gateway_of(request)

@@ -39,9 +39,12 @@ def install(app: FastAPI) -> None:
         first = exc.errors()[0] if exc.errors() else {}
         loc = [str(p) for p in first.get("loc", ()) if p not in ("query", "path", "header", "body")]
         param = ".".join(loc) or None
-        kind = first.get("type", "")
-        key = "field_required" if kind == "missing" else "invalid_request"
-        return envelope(InvalidRequest(key, param=param), request_language(request))
+        if first.get("type") == "missing":
+            return envelope(InvalidRequest("field_required", param=param), request_language(request))
+        detail = str(first.get("msg", "invalid value"))
+        return envelope(
+            InvalidRequest("param_invalid", param=param, detail=detail), request_language(request)
+        )
 
     @app.exception_handler(StarletteHTTPException)
     async def _http(request: Request, exc: StarletteHTTPException) -> JsonResponse:

@@ -8,18 +8,25 @@ route in OpenAPI. Auth and task come from one indexed query.
 
 from __future__ import annotations
 
+import base64
+import binascii
 from typing import Any
 from urllib.parse import parse_qs
 
 import orjson
-from fastapi import APIRouter, Query
+from fastapi import APIRouter, Depends, Query, Request
 from fastapi.concurrency import run_in_threadpool
 from starlette.routing import Route
 from starlette.types import Receive, Scope, Send
 
 from vidgate import i18n, keys, tasks
 from vidgate.api import Gateway, views
+from vidgate.api.auth import current_key, gateway_of
+from vidgate.api.responses import JsonResponse
+from vidgate.api.videos import base_url
 from vidgate.errors import AuthenticationFailed, InvalidRequest, NotFound
+from vidgate.keys import ApiKey
+from vidgate.status import Status
 
 router = APIRouter(tags=["tasks"])
 
@@ -93,3 +100,68 @@ async def get_task_documented(
 ) -> dict[str, Any]:  # pragma: no cover - `fast_route` answers first
     """Status, progress, cost and, once finished, the result or the error of one of your tasks."""
     raise NotImplementedError
+
+
+def _encode_cursor(row: Any) -> str:
+    raw = orjson.dumps([row.created_at, row.id])
+    return base64.urlsafe_b64encode(raw).decode().rstrip("=")
+
+
+def _decode_cursor(cursor: str) -> tuple[float, str]:
+    try:
+        at, last_id = orjson.loads(base64.urlsafe_b64decode(cursor + "=" * (-len(cursor) % 4)))
+        if not isinstance(last_id, str) or not isinstance(at, int | float):
+            raise ValueError(cursor)
+        return float(at), last_id
+    except (ValueError, TypeError, binascii.Error, orjson.JSONDecodeError):
+        raise InvalidRequest("cursor_invalid", param="cursor") from None
+
+
+@router.get("/v1/tasks", summary="List your tasks (vidgate extension)")
+def list_tasks(
+    request: Request,
+    key: ApiKey = Depends(current_key),
+    limit: int = Query(20, ge=1, le=100, description="Page size, 1-100"),
+    cursor: str | None = Query(None, description="`next_cursor` of the previous page"),
+    status: Status | None = Query(None, description="Only tasks in this status"),
+    model: str | None = Query(None, description="Only tasks of this model"),
+    created_after: float | None = Query(None, description="Unix seconds, inclusive"),
+    created_before: float | None = Query(None, description="Unix seconds, exclusive"),
+    language: str | None = Query(None),
+) -> JsonResponse:
+    """Newest first, keyset-paginated: pages stay stable while new tasks arrive."""
+    gateway = gateway_of(request)
+    after = _decode_cursor(cursor) if cursor else None
+    rows = tasks.list_for_key(
+        gateway.database,
+        key.id,
+        limit=limit + 1,
+        after=after,
+        status=status.value if status else None,
+        model=model,
+        created_after=created_after,
+        created_before=created_before,
+    )
+    page, more = rows[:limit], len(rows) > limit
+    lang = i18n.normalize_language(language)
+    base = base_url(gateway, request)
+    data = [views.task_view(r, signer=gateway.signer, base_url=base, language=lang) for r in page]
+    return JsonResponse(
+        {
+            "object": "list",
+            "data": data,
+            "has_more": more,
+            "next_cursor": _encode_cursor(page[-1]) if more and page else None,
+        }
+    )
+
+
+@router.post("/v1/tasks/{task_id}/cancel", summary="Cancel a task (vidgate extension)")
+def cancel_task(request: Request, task_id: str, key: ApiKey = Depends(current_key)) -> JsonResponse:
+    """A pending task is cancelled at once; a running one is stopped by its worker (and at its
+    upstream where the upstream allows it). A finished task is a 409."""
+    gateway = gateway_of(request)
+    row = tasks.request_cancel(gateway.database, task_id, key.id)
+    gateway.wake_worker()
+    data = views.task_view(row, signer=gateway.signer, base_url=base_url(gateway, request))
+    return JsonResponse({"code": 200, "data": data})

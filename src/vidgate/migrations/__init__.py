@@ -40,6 +40,12 @@ def upgrade(database: Database, revision: str = "head") -> None:
                 conn.commit()
 
 
+def head_revision() -> str | None:
+    from alembic.script import ScriptDirectory
+
+    return ScriptDirectory.from_config(alembic_config("sqlite://")).get_current_head()
+
+
 def current_revision(database: Database) -> str | None:
     from alembic.runtime.migration import MigrationContext
 

@@ -4,18 +4,22 @@ from __future__ import annotations
 
 import http.server
 import io
+import os
 import threading
+import uuid
 from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import pytest
+import sqlalchemy as sa
 from fastapi.testclient import TestClient
 from PIL import Image
 
 from vidgate import keys, migrations
 from vidgate.api import create_app
 from vidgate.config import Settings
-from vidgate.db import Database
+from vidgate.db import Database, normalize_url
 
 
 @pytest.fixture
@@ -36,6 +40,45 @@ def database(settings: Settings) -> Iterator[Database]:
     migrations.upgrade(db)
     yield db
     db.dispose()
+
+
+PG_ADMIN_URL = os.environ.get("VIDGATE_TEST_PG_URL", "postgresql://postgres@127.0.0.1:5432/postgres")
+
+
+@contextmanager
+def fresh_postgres() -> Iterator[str]:
+    """A new, empty PostgreSQL database on the local server, dropped afterwards."""
+    name = f"vidgate_test_{uuid.uuid4().hex[:12]}"
+    admin = sa.create_engine(normalize_url(PG_ADMIN_URL), isolation_level="AUTOCOMMIT")
+    try:
+        with admin.connect() as conn:
+            conn.execute(sa.text(f'CREATE DATABASE "{name}"'))
+    except sa.exc.OperationalError as exc:  # pragma: no cover - CI starts PostgreSQL first
+        pytest.fail(f"PostgreSQL is not reachable at {PG_ADMIN_URL}: {exc}")
+    try:
+        yield PG_ADMIN_URL.rsplit("/", 1)[0] + f"/{name}"
+    finally:
+        with admin.connect() as conn:
+            conn.execute(sa.text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
+        admin.dispose()
+
+
+@pytest.fixture(params=["sqlite", "postgresql"])
+def any_database(request: pytest.FixtureRequest, settings: Settings) -> Iterator[Database]:
+    """The same test on a SQLite file and on a fresh PostgreSQL database."""
+    if request.param == "sqlite":
+        settings.data_dir.mkdir(parents=True, exist_ok=True)
+        url = settings.effective_database_url
+        db = Database(url)
+        migrations.upgrade(db)
+        yield db
+        db.dispose()
+        return
+    with fresh_postgres() as url:
+        db = Database(url)
+        migrations.upgrade(db)
+        yield db
+        db.dispose()
 
 
 @pytest.fixture

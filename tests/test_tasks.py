@@ -33,6 +33,12 @@ def _create(database: Database, key_id: str, body: dict[str, Any] = BODY, idem: 
 
 
 @pytest.fixture
+def database(any_database: Database) -> Database:
+    """Every queue test runs on SQLite and on PostgreSQL."""
+    return any_database
+
+
+@pytest.fixture
 def key_id(database: Database) -> str:
     return keys.create(database, "queue")[0].id
 
@@ -161,3 +167,33 @@ def test_fail_unleased_only_touches_live_tasks(database: Database, key_id: str) 
     assert tasks.fail_unleased(database, task.id, error)
     assert not tasks.fail_unleased(database, task.id, error)
     assert tasks.get(database, task.id).status == Status.FAILED  # type: ignore[union-attr]
+
+
+def test_slot_cap_holds_across_concurrent_claimers(database: Database, key_id: str) -> None:
+    for _ in range(30):
+        _create(database, key_id)
+    held: list[str] = []
+    lock = threading.Lock()
+
+    def claimer(name: str) -> None:
+        for _ in range(20):
+            rows = tasks.claim(
+                database, owner=name, providers=LOCAL, limit=3, lease_seconds=30, slots={"local": 4}
+            )
+            with lock:
+                held.extend(r.id for r in rows)
+
+    threads = [threading.Thread(target=claimer, args=(f"w{i}",)) for i in range(4)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert len(held) == 4  # never more in flight than the cap, whoever asks
+    with database.read() as conn:
+        assert tasks.in_flight(conn, "local") == 4
+    # Finishing one frees exactly one slot.
+    first = tasks.get(database, held[0])
+    assert first is not None
+    tasks.complete(database, tasks.lease_of(first), {"video": "v"}, ttl_seconds=60)
+    more = tasks.claim(database, owner="x", providers=LOCAL, limit=10, lease_seconds=30, slots={"local": 4})
+    assert len(more) == 1

@@ -203,6 +203,17 @@ def in_flight(conn: Connection, provider: str) -> int:
     )
 
 
+def _lock_slots(conn: Connection, provider: str) -> None:
+    """Serialize slot counting per provider until commit. SQLite's BEGIN IMMEDIATE already
+    serializes writers; PostgreSQL under READ COMMITTED would let two claimers count the same
+    free slot, so they queue on a transaction-scoped advisory lock."""
+    if conn.dialect.name == "postgresql":
+        lock_id = int.from_bytes(
+            hashlib.sha256(f"vidgate-slots:{provider}".encode()).digest()[:8], "big", signed=True
+        )
+        conn.execute(sa.text("SELECT pg_advisory_xact_lock(:id)"), {"id": lock_id})
+
+
 def claim(
     database: db.Database,
     *,
@@ -247,6 +258,7 @@ def claim(
             room = limit - len(due)
             cap = (slots or {}).get(provider)
             if cap is not None:
+                _lock_slots(conn, provider)
                 room = min(room, cap - in_flight(conn, provider))
             if room > 0:
                 due += conn.execute(

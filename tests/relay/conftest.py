@@ -70,8 +70,13 @@ def make_gateway(tmp_path: Path) -> Callable[..., Any]:
     return factory
 
 
-def wait_for(client: TestClient, task_id: str, *, timeout: float = 30,
-             until: tuple[str, ...] = ("completed", "failed", "cancelled")) -> dict[str, Any]:
+def wait_for(
+    client: TestClient,
+    task_id: str,
+    *,
+    timeout: float = 30,
+    until: tuple[str, ...] = ("completed", "failed", "cancelled"),
+) -> dict[str, Any]:
     deadline = time.time() + timeout
     while time.time() < deadline:
         data: dict[str, Any] = client.get(f"/v1/tasks/{task_id}").json()["data"]

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import logging
 import os
 import runpy
 import signal
@@ -21,6 +22,10 @@ app = typer.Typer(add_completion=False, no_args_is_help=True, help=__doc__)
 keys_app = typer.Typer(no_args_is_help=True, help="Manage API keys.")
 app.add_typer(keys_app, name="keys")
 err = Console(stderr=True)
+
+
+def _log_setup() -> None:
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
 
 
 def _database(settings: Settings, *, migrate: bool = True):  # type: ignore[no-untyped-def]
@@ -64,6 +69,7 @@ def serve(
     if port is not None:
         overrides["port"] = port
     settings = get_settings(**overrides)
+    _log_setup()
     database = _database(settings)
     if quickstart:
         _print_quickstart(settings, database)
@@ -115,6 +121,7 @@ def worker() -> None:
     from vidgate.api import build_gateway
 
     settings = get_settings()
+    _log_setup()
     _database(settings).dispose()
     gateway = build_gateway(settings, run_worker=True)
     assert gateway.worker is not None

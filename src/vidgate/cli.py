@@ -255,7 +255,7 @@ def bench(
     output: Annotated[Path, typer.Option(help="Where to write the JSON figures")] = Path(
         "bench/results/latest.json"
     ),
-    only: Annotated[str | None, typer.Option(help="Run one benchmark: renderer or api")] = None,
+    only: Annotated[str | None, typer.Option(help="Run one benchmark: renderer, api or relay")] = None,
 ) -> None:
     """Run the benchmarks in ./bench (from a source checkout) and write their figures as JSON."""
     script = Path("bench/run.py")

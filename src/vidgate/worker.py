@@ -171,8 +171,8 @@ class Worker:
             return
         state = _RunState()
         self._states[row.id] = state
+        # Created by the first provider step that writes a file (a poll tick writes none).
         scratch = self.storage.scratch_dir() / f"{row.id}-{lease.token}"
-        scratch.mkdir(parents=True, exist_ok=True)
         heartbeat = asyncio.create_task(self._heartbeat(lease, state, estimated=row.estimated_time))
         try:
             if row.cancel_requested and await self._cancel_upstream(provider, row):
@@ -229,7 +229,8 @@ class Worker:
         finally:
             heartbeat.cancel()
             self._states.pop(row.id, None)
-            shutil.rmtree(scratch, ignore_errors=True)
+            if scratch.exists():
+                shutil.rmtree(scratch, ignore_errors=True)
 
     async def _cancel_upstream(self, provider: Provider, row: sa.Row[Any]) -> bool:
         """Whether a cancel-requested task can be closed now: nothing upstream yet, or the

@@ -55,6 +55,7 @@ class TaskContext:
     started_at: float | None
     estimated_time: int
     deadline_at: float | None
+    #: A private directory for this tick's files; call `workdir()` to have it created.
     scratch: Path
     load_images: Callable[[], Awaitable[list[Image.Image]]]
     source_video: Callable[[str], Awaitable[tuple[Path, dict[str, Any]]]]
@@ -66,6 +67,10 @@ class TaskContext:
     should_stop: Callable[[], bool]
     #: Commit phase and values (e.g. `upstream_state`) now, before an outside effect.
     checkpoint: Callable[..., Awaitable[None]]
+
+    def workdir(self) -> Path:
+        self.scratch.mkdir(parents=True, exist_ok=True)
+        return self.scratch
 
 
 class Provider(ABC):

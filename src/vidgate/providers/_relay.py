@@ -203,7 +203,7 @@ class RelayProvider(Provider):
     async def _rehost(self, ctx: TaskContext, job: UpstreamJob) -> Done:
         ctx.set_phase(Phase.DOWNLOADING)
         assert job.video_url is not None
-        video = await self.download(job.video_url, ctx.scratch / "video.mp4")
+        video = await self.download(job.video_url, ctx.workdir() / "video.mp4")
         facts = _probe(video)
         video_key = f"results/{ctx.task_id}/video.mp4"
         size = ctx.store_file(video_key, video)
@@ -211,7 +211,7 @@ class RelayProvider(Provider):
         result: dict[str, Any] = {"video": video_key, "bytes": size, "upstream_id": ctx.upstream_id, **facts}
         if job.cover_url:
             try:
-                cover = await self.download(job.cover_url, ctx.scratch / "cover.jpg", attempts=2)
+                cover = await self.download(job.cover_url, ctx.workdir() / "cover.jpg", attempts=2)
                 result["thumbnail"] = f"results/{ctx.task_id}/thumbnail.jpg"
                 ctx.store_file(result["thumbnail"], cover)
             except TaskFailure:

@@ -61,8 +61,8 @@ class LocalProvider(Provider, name="local"):
             preset=self.settings.local_preset,
         )
         ctx.set_phase(Phase.RENDERING)
-        video = ctx.scratch / "video.mp4"
-        thumb = ctx.scratch / "thumbnail.jpg"
+        video = ctx.workdir() / "video.mp4"
+        thumb = ctx.workdir() / "thumbnail.jpg"
         result = await asyncio.to_thread(
             render.render, spec, video, thumb, progress=ctx.report_progress, should_stop=ctx.should_stop
         )

@@ -104,6 +104,10 @@ _EN: dict[str, str] = {
     "cancel_terminal": "Task {task_id} is already {status} and cannot be cancelled",
     "cursor_invalid": "cursor is not a value this API returned",
     "param_invalid": "{param} is invalid: {detail}",
+    "model_not_allowed": "This API key may not use model {model}",
+    "too_many_in_flight": (
+        "This API key already has {limit} tasks pending or processing; wait for one to finish"
+    ),
     "not_ready": "Not ready: {detail}",
 }
 
@@ -189,6 +193,8 @@ _ZH: dict[str, str] = {
     "cancel_terminal": "任务 {task_id} 已是 {status} 状态，无法取消",
     "cursor_invalid": "cursor 不是本 API 返回的值",
     "param_invalid": "参数 {param} 无效：{detail}",
+    "model_not_allowed": "此 API 密钥无权使用模型 {model}",
+    "too_many_in_flight": "此 API 密钥已有 {limit} 个排队或处理中的任务，请等待其完成",
     "not_ready": "未就绪：{detail}",
 }
 

@@ -12,6 +12,7 @@ import hashlib
 import time
 from collections.abc import Mapping
 from dataclasses import dataclass
+from decimal import Decimal
 from typing import Any
 
 import orjson
@@ -19,9 +20,9 @@ import sqlalchemy as sa
 from sqlalchemy.engine import Connection
 from sqlalchemy.exc import IntegrityError
 
-from vidgate import db, ids
+from vidgate import db, ids, ledger
 from vidgate.catalog import VideoRequest
-from vidgate.errors import Conflict, NotFound
+from vidgate.errors import Conflict, NotFound, RateLimited
 from vidgate.status import TERMINAL, Phase, Status, check_transition, sources_of
 
 T = db.tasks
@@ -76,8 +77,9 @@ def create(
     provider: str,
     estimated_time: int,
     idempotency_key: str | None = None,
-    cost: float = 0.0,
+    cost: Decimal | float = 0,
     deadline_seconds: float | None = None,
+    max_in_flight: int | None = None,
 ) -> tuple[sa.Row[Any], bool]:
     """Insert a pending task (the enqueue); returns (row, replayed).
 
@@ -116,12 +118,23 @@ def create(
                 "idempotency_key": idempotency_key,
                 "request_hash": digest,
             }
+            if max_in_flight is not None:
+                active = conn.execute(
+                    sa.select(sa.func.count())
+                    .select_from(T)
+                    .where(
+                        T.c.key_id == key_id, T.c.status.in_([Status.PENDING.value, Status.PROCESSING.value])
+                    )
+                ).scalar_one()
+                if active >= max_in_flight:
+                    raise RateLimited("too_many_in_flight", headers={"Retry-After": "5"}, limit=max_in_flight)
             try:
                 conn.execute(T.insert().values(**values))
             except IntegrityError:
                 # A concurrent submit with the same Idempotency-Key won; read its task instead.
                 conn.rollback()
                 continue
+            ledger.hold(conn, key_id=key_id, task_id=task_id, amount=Decimal(str(cost)))
             _event(conn, task_id, None, Status.PENDING, Phase.QUEUED, now=now)
             row = conn.execute(sa.select(T).where(T.c.id == task_id)).one()
             return row, False
@@ -161,13 +174,16 @@ _BY_ID_AND_KEY_HASH = (
         T.c.id == sa.bindparam("task_id"),
         db.api_keys.c.key_hash == sa.bindparam("key_hash"),
         db.api_keys.c.revoked_at.is_(None),
+        sa.or_(db.api_keys.c.expires_at.is_(None), db.api_keys.c.expires_at > sa.bindparam("now")),
     )
 )
 
 
 def get_for_key_hash(database: db.Database, task_id: str, key_hash: str) -> Any:
     """One round trip for the hot poll path: the task, if the active key with this hash owns it."""
-    return database.read_one(_BY_ID_AND_KEY_HASH, {"task_id": task_id, "key_hash": key_hash})
+    return database.read_one(
+        _BY_ID_AND_KEY_HASH, {"task_id": task_id, "key_hash": key_hash, "now": time.time()}
+    )
 
 
 def events(database: db.Database, task_id: str) -> list[sa.Row[Any]]:
@@ -372,7 +388,7 @@ def heartbeat(
     now = time.time()
     values: dict[str, Any] = {"lease_until": now + lease_seconds, "updated_at": now}
     if progress is not None:
-        values["progress"] = max(0, min(99, progress))
+        values["progress"] = monotonic_progress(progress)
     if phase is not None:
         values["phase"] = phase.value
     with database.write() as conn:
@@ -390,6 +406,7 @@ def _finish(
     *,
     detail: dict[str, Any] | None = None,
 ) -> None:
+    """End a held task; its ledger row (capture or release) is written in the same transaction."""
     check_transition(Status.PROCESSING, target)
     now = time.time()
     values |= {
@@ -399,14 +416,15 @@ def _finish(
         "lease_until": None,
         "next_run_at": None,
     }
+    guard = _guarded(lease, statuses=sources_of(target) & {Status.PROCESSING})
     with database.write() as conn:
-        result = conn.execute(
-            T.update()
-            .where(*_guarded(lease, statuses=sources_of(target) & {Status.PROCESSING}))
-            .values(**values)
-        )
+        if target is Status.COMPLETED:
+            values["cost"] = ledger.capture(conn, task_id=lease.task_id, amount=Decimal(str(values["cost"])))
+        result = conn.execute(T.update().where(*guard).values(**values))
         if result.rowcount != 1:
-            raise LeaseLost(lease.task_id)
+            raise LeaseLost(lease.task_id)  # rolls back the ledger row above too
+        if target is not Status.COMPLETED:
+            ledger.release(conn, task_id=lease.task_id, note=target.value)
         _event(
             conn,
             lease.task_id,
@@ -419,13 +437,22 @@ def _finish(
         )
 
 
-def complete(database: db.Database, lease: Lease, result: dict[str, Any], *, ttl_seconds: int) -> None:
+def complete(
+    database: db.Database,
+    lease: Lease,
+    result: dict[str, Any],
+    *,
+    ttl_seconds: int,
+    cost: Decimal | float = 0,
+) -> None:
+    """Store the result and charge `cost` (at most the hold; the rest returns to the balance)."""
     now = time.time()
     _finish(
         database,
         lease,
         Status.COMPLETED,
         {
+            "cost": cost,
             "result": result,
             "progress": 100,
             "phase": Phase.DONE.value,
@@ -476,6 +503,13 @@ def fail_unleased(database: db.Database, task_id: str, error: dict[str, Any]) ->
         return True
 
 
+def monotonic_progress(value: int) -> sa.ColumnElement[int]:
+    """SET progress to `value` unless it is already higher: shown progress never goes back, not
+    even when a task restarts on another worker."""
+    value = max(0, min(99, int(value)))
+    return sa.case((T.c.progress >= value, T.c.progress), else_=sa.literal(value))
+
+
 def release(
     database: db.Database,
     lease: Lease,
@@ -490,6 +524,8 @@ def release(
     values |= {"lease_owner": None, "lease_until": None, "next_run_at": now + delay, "updated_at": now}
     if reset_attempts:
         values["attempts"] = 0
+    if "progress" in values:
+        values["progress"] = monotonic_progress(values["progress"])
     if phase is not None:
         values["phase"] = phase.value
         if phase is Phase.QUEUED:

@@ -22,9 +22,10 @@ from typing import Any
 import sqlalchemy as sa
 from PIL import Image
 
-from vidgate import catalog, db, images, tasks
+from vidgate import catalog, db, images, prices, tasks
 from vidgate.config import Settings
 from vidgate.errors import TaskFailure
+from vidgate.prices import PriceTable
 from vidgate.providers import Done, Provider, Router, Snooze, TaskContext
 from vidgate.providers._relay import RelayProvider, UpstreamUnavailable, backoff
 from vidgate.render import RenderCancelled
@@ -55,6 +56,7 @@ class Worker:
         signer: Signer,
         providers: dict[str, Provider],
         router: Router | None = None,
+        price_table: PriceTable | None = None,
     ) -> None:
         self.settings = settings
         self.database = database
@@ -62,6 +64,7 @@ class Worker:
         self.signer = signer
         self.providers = providers
         self.router = router
+        self.prices = price_table or prices.load(settings.prices_file)
         self.host = socket.gethostname()
         self.owner = f"{self.host}:{os.getpid()}:{secrets.token_hex(3)}"
         self._wakeup: asyncio.Event | None = None
@@ -112,6 +115,8 @@ class Worker:
 
     async def _claim_round(self) -> int:
         total = 0
+        if self._stopping:
+            return 0
         for name, provider in self.providers.items():
             free = provider.max_concurrency() - len(self._running[name])
             if free <= 0:
@@ -169,7 +174,8 @@ class Worker:
             error = TaskFailure("worker_lost", type="server_error", attempts=row.attempts - 1).as_error()
             await asyncio.to_thread(self._quietly, tasks.fail, self.database, lease, error)
             return
-        state = _RunState()
+        # A task claimed while shutdown began is handed straight back, like every running one.
+        state = _RunState(stopping=self._stopping)
         self._states[row.id] = state
         # Created by the first provider step that writes a file (a poll tick writes none).
         scratch = self.storage.scratch_dir() / f"{row.id}-{lease.token}"
@@ -195,6 +201,8 @@ class Worker:
                     lease,
                     outcome.result,
                     ttl_seconds=self.settings.result_ttl_seconds,
+                    # What the provider that served it charges (never more than was held).
+                    cost=self.prices.quote(provider.name, request),
                 )
             elif isinstance(outcome, Snooze):
                 await asyncio.to_thread(

@@ -12,9 +12,11 @@ from dataclasses import dataclass, field
 from fastapi import FastAPI
 
 import vidgate
+from vidgate import prices
 from vidgate.api.responses import JsonResponse
 from vidgate.config import Settings
 from vidgate.db import Database
+from vidgate.prices import PriceTable
 from vidgate.providers import Router
 from vidgate.signing import Signer, load_secret
 from vidgate.storage import LocalStorage
@@ -30,6 +32,7 @@ class Gateway:
     storage: LocalStorage
     signer: Signer
     router: Router
+    prices: PriceTable
     worker: Worker | None = None
     started_at: float = field(default_factory=time.time)
     #: key id -> last time `last_used_at` was written (written at most once a minute per key).
@@ -45,9 +48,10 @@ def build_gateway(settings: Settings, *, run_worker: bool) -> Gateway:
     storage = LocalStorage(settings.files_dir)
     signer = Signer(load_secret(database, settings.secret_key))
     router = Router(settings)
-    gateway = Gateway(settings, database, storage, signer, router)
+    price_table = prices.load(settings.prices_file)
+    gateway = Gateway(settings, database, storage, signer, router, price_table)
     if run_worker:
-        gateway.worker = Worker(settings, database, storage, signer, router.build(), router)
+        gateway.worker = Worker(settings, database, storage, signer, router.build(), router, price_table)
     return gateway
 
 

@@ -84,7 +84,15 @@ def model_docs(
 
 
 def _balance(key: keys.ApiKey) -> dict[str, Any]:
-    return {"success": True, "remain_balance": -1, "used_balance": 0, "unlimited_quota": True}
+    used = float(key.used)
+    if key.balance is None:
+        return {"success": True, "remain_balance": -1, "used_balance": used, "unlimited_quota": True}
+    return {
+        "success": True,
+        "remain_balance": float(key.balance),
+        "used_balance": used,
+        "unlimited_quota": False,
+    }
 
 
 @router.get("/v1/balance", tags=["account"], summary="This key's balance")

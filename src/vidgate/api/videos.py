@@ -13,7 +13,7 @@ from vidgate import catalog, keys, tasks
 from vidgate.api import Gateway, views
 from vidgate.api.auth import current_key, gateway_of
 from vidgate.api.responses import JsonResponse
-from vidgate.errors import InvalidRequest, PayloadTooLarge, ServerError
+from vidgate.errors import InvalidRequest, PayloadTooLarge, PermissionDenied, ServerError
 from vidgate.status import Status
 
 router = APIRouter(tags=["videos"])
@@ -80,6 +80,8 @@ async def submit(request: Request) -> JsonResponse:
 def _enqueue(
     gateway: Gateway, key: keys.ApiKey, parsed: catalog.VideoRequest, body: dict[str, Any], idem: str | None
 ) -> tuple[Any, bool]:
+    if not key.may_use(parsed.model):
+        raise PermissionDenied("model_not_allowed", param="model", model=parsed.model)
     provider_name = gateway.router.pick(parsed.model)
     if provider_name is None:
         raise ServerError()
@@ -96,6 +98,8 @@ def _enqueue(
         estimated_time=estimate,
         idempotency_key=idem,
         deadline_seconds=gateway.settings.task_deadline_seconds,
+        cost=gateway.prices.quote(provider_name, parsed),
+        max_in_flight=key.max_in_flight,
     )
 
 

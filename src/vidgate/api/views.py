@@ -36,16 +36,21 @@ def _number(value: Any) -> float | int:
     return value if isinstance(value, int | float) else 0
 
 
+#: The time-based estimate stops here; only the engine's own figure goes beyond.
+_ESTIMATE_CAP = 95
+
+
 def progress_of(row: Any, now: float) -> int:
+    """The engine's figure (stored, never decreasing) or elapsed time over the estimate, whichever
+    is further: both only grow, so what a client sees never goes back. 100 only when completed."""
     status = row.status
     if status == "completed":
         return 100
-    if status == "pending" or row.started_at is None:
-        return int(row.progress)
-    if status == "processing" and row.progress == 0 and row.estimated_time:
-        # No figure from the engine yet: elapsed over estimate, never 100 before the end.
-        return min(99, int(100 * (now - row.started_at) / max(1, row.estimated_time)))
-    return min(99, int(row.progress))
+    stored = int(row.progress)
+    if status != "processing" or row.started_at is None or not row.estimated_time:
+        return min(99, stored)
+    estimate = min(_ESTIMATE_CAP, int(100 * (now - row.started_at) / max(1, row.estimated_time)))
+    return min(99, max(stored, estimate))
 
 
 def error_of(error: dict[str, Any], language: str) -> dict[str, Any]:

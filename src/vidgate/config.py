@@ -49,6 +49,9 @@ class Settings(BaseSettings):
     #: A model not listed goes to its upstream when credentials are set, else to `local`.
     routes: dict[str, list[str]] = Field(default_factory=dict)
 
+    #: Price file (TOML or JSON, see README "Prices"); empty means the shipped defaults.
+    prices_file: str = ""
+
     #: Seconds a task may take from submit to result before it is failed (upstreams included).
     task_deadline_seconds: float = 3600.0
 

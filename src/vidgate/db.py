@@ -48,6 +48,17 @@ api_keys = sa.Table(
     sa.Column("created_at", sa.Float, nullable=False),
     sa.Column("last_used_at", sa.Float),
     sa.Column("revoked_at", sa.Float),
+    sa.Column("expires_at", sa.Float),
+    #: Model ids this key may use; NULL means all.
+    sa.Column("allowed_models", JSON),
+    #: Requests per minute; NULL means no limit.
+    sa.Column("rpm", sa.Integer),
+    #: Tasks pending or processing at once; NULL means no limit.
+    sa.Column("max_in_flight", sa.Integer),
+    #: Money available for new tasks (top-ups - captures - open holds); NULL means unlimited.
+    sa.Column("balance", sa.Numeric(18, 6)),
+    sa.Column("used", sa.Numeric(18, 6), nullable=False, server_default="0"),
+    sa.CheckConstraint("balance IS NULL OR balance >= 0", name="balance_not_negative"),
 )
 
 tasks = sa.Table(
@@ -116,6 +127,25 @@ task_events = sa.Table(
     sa.Column("worker", sa.String(64)),
     sa.Column("detail", JSON),
     sa.Index("ix_task_events_task", "task_id", "id"),
+)
+
+#: Money movements: one row per task and kind, written in the transaction of the state change.
+ledger = sa.Table(
+    "ledger",
+    metadata,
+    sa.Column("id", sa.Integer, primary_key=True, autoincrement=True),
+    sa.Column("key_id", sa.String(40), sa.ForeignKey("api_keys.id"), nullable=False),
+    sa.Column("task_id", sa.String(40)),
+    sa.Column("kind", sa.String(16), nullable=False),
+    sa.Column("amount", sa.Numeric(18, 6), nullable=False),
+    sa.Column("balance_after", sa.Numeric(18, 6)),
+    sa.Column("created_at", sa.Float, nullable=False),
+    sa.Column("note", sa.String(200)),
+    sa.CheckConstraint("kind IN ('topup', 'hold', 'capture', 'release')", name="kind_valid"),
+    sa.CheckConstraint("amount >= 0", name="amount_not_negative"),
+    sa.CheckConstraint("(kind = 'topup') = (task_id IS NULL)", name="task_rows_have_task"),
+    sa.UniqueConstraint("task_id", "kind"),
+    sa.Index("ix_ledger_key_created", "key_id", "created_at"),
 )
 
 uploads = sa.Table(

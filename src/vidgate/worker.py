@@ -86,8 +86,17 @@ class Worker:
         await asyncio.to_thread(self._take_over_dead_local_owners)
         log.info("worker %s started (providers: %s)", self.owner, ", ".join(self.providers))
         try:
+            outage = 0
             while not stop.is_set():
-                claimed = await self._claim_round()
+                try:
+                    claimed = await self._claim_round()
+                    outage = 0
+                except Exception:
+                    # The database is unreachable (e.g. restarting): keep the running ticks, retry.
+                    outage += 1
+                    log.warning("claiming failed (%d in a row); retrying", outage, exc_info=outage == 1)
+                    claimed = 0
+                    await asyncio.sleep(min(10.0, 0.5 * 2 ** min(outage, 5)))
                 if claimed:
                     continue
                 self._wakeup.clear()

@@ -29,6 +29,21 @@ class Settings(BaseSettings):
     #: How long upload URLs stay valid, in seconds (apimart documents 72 h).
     upload_ttl_seconds: int = 259_200
 
+    # --- storage (see storage.py) ------------------------------------------------------------------
+    #: Where uploads and results are kept: empty for `<data_dir>/files`, or `s3://bucket/prefix`.
+    storage_url: str = ""
+    #: S3-compatible endpoint (MinIO, R2, ...); empty for AWS S3 itself.
+    s3_endpoint_url: str = ""
+    #: Endpoint that result links name, when clients reach S3 by another address than vidgate does.
+    s3_public_endpoint_url: str = ""
+    #: Region for signing; empty: the AWS chain's (`AWS_REGION`, config files), else us-east-1.
+    s3_region: str = ""
+    #: Empty: the standard AWS credential chain (environment, shared files, instance role).
+    s3_access_key_id: str = ""
+    s3_secret_access_key: str = ""
+    #: Workers delete expired uploads and results this often, in seconds (0: only `vidgate gc`).
+    gc_interval_seconds: float = Field(default=3600.0, ge=0)
+
     #: Allow image URLs on loopback/private ranges (tests, trusted LANs). Off by default: SSRF guard.
     allow_private_urls: bool = False
     #: Total bytes a task may download for its inputs.
@@ -55,6 +70,14 @@ class Settings(BaseSettings):
     #: Seconds a task may take from submit to result before it is failed (upstreams included).
     task_deadline_seconds: float = 3600.0
 
+    # --- keys: admin API and rate limits -----------------------------------------------------------
+    #: Bearer token of the /admin API (keys, limits, top-ups). Empty: the admin API does not exist.
+    admin_token: str = ""
+    #: Redis for per-key request rate counters, e.g. redis://127.0.0.1:6379/0. Empty: the database.
+    redis_url: str = ""
+    #: Prefix of every Redis key vidgate writes (deployments sharing one Redis need their own).
+    redis_prefix: str = "vidgate:"
+
     # --- upstreams (a provider is enabled when its API key is set) ---------------------------------
     vidu_api_key: str = ""
     vidu_base_url: str = "https://api.vidu.com"
@@ -70,6 +93,8 @@ class Settings(BaseSettings):
     apimart_max_in_flight: int = Field(default=50, ge=1)
     #: Seconds between polls of an upstream job.
     upstream_poll_seconds: float = Field(default=5.0, gt=0)
+    #: Base of the jittered exponential backoff after an upstream said "busy" or failed, in seconds.
+    upstream_backoff_seconds: float = Field(default=2.0, gt=0)
     #: Seconds for one upstream HTTP call.
     upstream_timeout_seconds: float = Field(default=30.0, gt=0)
     #: Largest result file vidgate re-hosts from an upstream, in bytes.
@@ -84,6 +109,13 @@ class Settings(BaseSettings):
     @classmethod
     def _strip_slash(cls, value: str) -> str:
         return value.rstrip("/")
+
+    @field_validator("storage_url")
+    @classmethod
+    def _storage_url(cls, value: str) -> str:
+        if value and not (value.startswith("s3://") and len(value) > len("s3://")):
+            raise ValueError("storage_url must be empty (local files) or s3://bucket/prefix")
+        return value
 
     @property
     def effective_database_url(self) -> str:

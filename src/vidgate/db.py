@@ -14,6 +14,7 @@ from typing import Any
 import sqlalchemy as sa
 from sqlalchemy import event
 from sqlalchemy.engine import Connection, Engine
+from sqlalchemy.pool import NullPool, Pool
 
 from vidgate.status import Phase, Status
 
@@ -161,6 +162,15 @@ uploads = sa.Table(
     sa.Column("expires_at", sa.Float, nullable=False),
 )
 
+#: Per-key request rate state (`ratelimit.py`, GCRA): when the bucket's next request is due, in
+#: integer microseconds. One row per rate-limited key, so it never needs cleaning.
+rate_limits = sa.Table(
+    "rate_limits",
+    metadata,
+    sa.Column("bucket", sa.String(80), primary_key=True),
+    sa.Column("tat", sa.BigInteger, nullable=False),
+)
+
 #: Small server-wide values, such as the generated URL-signing secret.
 meta = sa.Table(
     "meta",
@@ -195,6 +205,7 @@ class Database:
         self.url = normalize_url(url)
         self.engine: Engine = _make_engine(self.url, echo=echo)
         self._local = threading.local()
+        self._hot: Engine | None = None
         self._compiled: dict[int, tuple[str, tuple[str, ...], dict[str, Any]]] = {}
 
     @property
@@ -216,7 +227,8 @@ class Database:
         On PostgreSQL it is an ordinary pooled read.
         """
         if not self.is_sqlite:
-            with self.engine.connect() as conn:
+            # Autocommit: one statement needs no BEGIN/COMMIT round trips.
+            with self.engine.connect().execution_options(isolation_level="AUTOCOMMIT") as conn:
                 return conn.execute(statement, params).first()
         compiled = self._compiled.get(id(statement))
         if compiled is None:
@@ -226,7 +238,9 @@ class Database:
         sql, names, defaults = compiled
         raw = getattr(self._local, "raw", None)
         if raw is None:
-            raw = self.engine.raw_connection()
+            # Its own unpooled connection per thread: kept for the thread's life, it must not
+            # hold one of the shared pool's connections.
+            raw = self._hot_engine().raw_connection()
             self._local.raw = raw
         try:
             args = tuple(params[n] if n in params else defaults[n] for n in names)
@@ -250,15 +264,25 @@ class Database:
             with conn.begin():
                 yield conn
 
+    def _hot_engine(self) -> Engine:
+        if self._hot is None:
+            self._hot = _make_engine(self.url, echo=False, poolclass=NullPool)
+        return self._hot
+
     def dispose(self) -> None:
         self.engine.dispose()
+        if self._hot is not None:
+            self._hot.dispose()
 
 
-def _make_engine(url: str, *, echo: bool) -> Engine:
+def _make_engine(url: str, *, echo: bool, poolclass: type[Pool] | None = None) -> Engine:
     if not url.startswith("sqlite"):
         return sa.create_engine(url, echo=echo, pool_pre_ping=True, pool_size=10, max_overflow=20)
 
-    engine = sa.create_engine(url, echo=echo, connect_args={"check_same_thread": False, "timeout": 30})
+    options: dict[str, Any] = {"poolclass": poolclass} if poolclass is not None else {}
+    engine = sa.create_engine(
+        url, echo=echo, connect_args={"check_same_thread": False, "timeout": 30}, **options
+    )
 
     @event.listens_for(engine, "connect")
     def _on_connect(dbapi_conn: Any, _record: Any) -> None:

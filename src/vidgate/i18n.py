@@ -35,7 +35,11 @@ _EN: dict[str, str] = {
     "bad_gateway": "Bad gateway. The server is temporarily unavailable",
     "invalid_json": "Request body must be a JSON object: {detail}",
     "language_invalid": "language must be one of: en, zh, ko, ja",
-    "response_version_invalid": "X-APIMart-Response-Version must be 2026-07-27 or absent",
+    "response_version_invalid": (
+        "X-APIMart-Response-Version must be a date such as 2026-07-27 (that date or later selects the newer "
+        "response shape)"
+    ),
+    "no_provider": "No provider is available for model {model} here; the operator must enable one",
     # Validation rules (param names the field)
     "field_required": "{param} is required",
     "field_unknown": "{param} is not a parameter of model {model}; check its spelling",
@@ -109,6 +113,10 @@ _EN: dict[str, str] = {
         "This API key already has {limit} tasks pending or processing; wait for one to finish"
     ),
     "not_ready": "Not ready: {detail}",
+    "rate_limited_rpm": "This API key is limited to {limit} requests per minute; retry in {retry_after} s",
+    "admin_token_invalid": "Invalid admin token: send Authorization: Bearer <VIDGATE_ADMIN_TOKEN>",
+    "admin_field_unknown": "{param} is not a field of this request; fields: {fields}",
+    "key_not_found": "API key {key_id} not found",
 }
 
 _ZH: dict[str, str] = {
@@ -132,7 +140,10 @@ _ZH: dict[str, str] = {
     "bad_gateway": "网关错误，服务暂时不可用",
     "invalid_json": "请求体必须是 JSON 对象：{detail}",
     "language_invalid": "language 必须是 en、zh、ko、ja 之一",
-    "response_version_invalid": "X-APIMart-Response-Version 必须为 2026-07-27 或不传",
+    "response_version_invalid": (
+        "X-APIMart-Response-Version 必须是日期，例如 2026-07-27（该日期及之后使用新的响应格式）"
+    ),
+    "no_provider": "此处没有可用于模型 {model} 的服务提供方，需要运维启用",
     "field_required": "{param} 为必填项",
     "field_unknown": "{param} 不是模型 {model} 的参数，请检查拼写",
     "model_required": "model 为必填项",
@@ -196,6 +207,10 @@ _ZH: dict[str, str] = {
     "model_not_allowed": "此 API 密钥无权使用模型 {model}",
     "too_many_in_flight": "此 API 密钥已有 {limit} 个排队或处理中的任务，请等待其完成",
     "not_ready": "未就绪：{detail}",
+    "rate_limited_rpm": "此 API 密钥限制为每分钟 {limit} 次请求，请在 {retry_after} 秒后重试",
+    "admin_token_invalid": "管理令牌无效：请发送 Authorization: Bearer <VIDGATE_ADMIN_TOKEN>",
+    "admin_field_unknown": "{param} 不是此请求的字段；可用字段：{fields}",
+    "key_not_found": "未找到 API 密钥 {key_id}",
 }
 
 _KO: dict[str, str] = {

@@ -2,6 +2,11 @@
 
 The signature covers key and expiry, so neither can be changed; it needs no API key, which lets
 a browser `<video>` tag play a result directly.
+
+`Signer.url` always makes such a `/files/` URL (upload URLs, on every storage backend).
+`Signer.link` makes the link a *result* gets: the storage backend's own (`Storage.url`: the same
+`/files/` URL on local storage, a presigned GET on S3) once `build_gateway` has bound the backend
+with `with_links`, else the `/files/` URL.
 """
 
 from __future__ import annotations
@@ -12,7 +17,8 @@ import hashlib
 import hmac
 import secrets
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field, replace
+from typing import Protocol
 from urllib.parse import parse_qs, quote, unquote, urlsplit
 
 import sqlalchemy as sa
@@ -35,9 +41,27 @@ def load_secret(database: db.Database, configured: str) -> bytes:
         return str(row[0]).encode()
 
 
+class LinkSource(Protocol):
+    """Where result links come from: a storage backend (`storage.Storage.url`)."""
+
+    def url(self, key: str, expires_at: int, base_url: str) -> str: ...
+
+
 @dataclass(frozen=True)
 class Signer:
     secret: bytes
+    #: The storage backend that makes result links; not part of equality (nor of the URL caches).
+    links: LinkSource | None = field(default=None, compare=False, repr=False)
+
+    def with_links(self, links: LinkSource) -> Signer:
+        """This signer, with result links made by `links`."""
+        return replace(self, links=links)
+
+    def link(self, base_url: str, key: str, expires: int) -> str:
+        """The URL a client downloads a stored result from, valid until `expires`."""
+        if self.links is None:
+            return self.url(base_url, key, expires)
+        return self.links.url(key, expires, base_url)
 
     @functools.lru_cache(maxsize=4096)  # noqa: B019 - signers live as long as the process
     def signature(self, key: str, expires: int) -> str:

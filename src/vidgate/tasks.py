@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import hashlib
 import time
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from decimal import Decimal
 from typing import Any
@@ -80,7 +80,7 @@ def create(
     cost: Decimal | float = 0,
     deadline_seconds: float | None = None,
     max_in_flight: int | None = None,
-) -> tuple[sa.Row[Any], bool]:
+) -> tuple[Any, bool]:
     """Insert a pending task (the enqueue); returns (row, replayed).
 
     With an Idempotency-Key, the same key and body return the original task (replayed=True); the
@@ -119,6 +119,9 @@ def create(
                 "request_hash": digest,
             }
             if max_in_flight is not None:
+                # Racing submits of one key queue on its row (PostgreSQL; SQLite's BEGIN IMMEDIATE
+                # already serializes writers), so two cannot both count the last free slot.
+                conn.execute(sa.select(db.api_keys.c.id).where(db.api_keys.c.id == key_id).with_for_update())
                 active = conn.execute(
                     sa.select(sa.func.count())
                     .select_from(T)
@@ -136,8 +139,8 @@ def create(
                 continue
             ledger.hold(conn, key_id=key_id, task_id=task_id, amount=Decimal(str(cost)))
             _event(conn, task_id, None, Status.PENDING, Phase.QUEUED, now=now)
-            row = conn.execute(sa.select(T).where(T.c.id == task_id)).one()
-            return row, False
+            # The row is what we just wrote: no need to read it back.
+            return db.Record({c.name: values.get(c.name) for c in T.columns}), False
     raise Conflict("idempotency_conflict", param="Idempotency-Key", key=idempotency_key)
 
 
@@ -256,34 +259,38 @@ def claim(
         T.c.next_run_at <= now,
         sa.or_(T.c.lease_until.is_(None), T.c.lease_until < now),
     ]
-    columns = (T.c.id, T.c.status, T.c.phase, T.c.lease_owner)
+    columns = (T.c.id, T.c.status, T.c.phase, T.c.lease_owner, T.c.next_run_at)
     with database.write() as conn:
         due: list[Any] = []
         for provider in sorted(providers):
             room = limit - len(due)
             if room <= 0:
                 break
-            # Tasks already holding a slot (polls, takeovers) first: they free slots when done.
-            due += conn.execute(
+            # Tasks already holding a slot (polls, takeovers) and queued tasks (within free
+            # slots) compete in due-time order, so neither kind starves the other.
+            held = conn.execute(
                 sa.select(*columns)
                 .where(*due_filter, T.c.provider == provider, T.c.phase != Phase.QUEUED.value)
                 .order_by(T.c.next_run_at)
                 .limit(room)
                 .with_for_update(skip_locked=True)
             ).all()
-            room = limit - len(due)
+            free = room
             cap = (slots or {}).get(provider)
             if cap is not None:
                 _lock_slots(conn, provider)
-                room = min(room, cap - in_flight(conn, provider))
-            if room > 0:
-                due += conn.execute(
+                free = min(room, cap - in_flight(conn, provider))
+            queued: Sequence[Any] = ()
+            if free > 0:
+                queued = conn.execute(
                     sa.select(*columns)
                     .where(*due_filter, T.c.provider == provider, T.c.phase == Phase.QUEUED.value)
                     .order_by(T.c.next_run_at, T.c.created_at)
-                    .limit(room)
+                    .limit(free)
                     .with_for_update(skip_locked=True)
                 ).all()
+            merged = sorted([*held, *queued], key=lambda r: (r.next_run_at, r.id))[:room]
+            due += merged
         if not due:
             return []
         ids = [r.id for r in due]
@@ -497,6 +504,7 @@ def fail_unleased(database: db.Database, task_id: str, error: dict[str, Any]) ->
         )
         if result.rowcount != 1:
             return False
+        ledger.release(conn, task_id=task_id, note=Status.FAILED.value)
         _event(
             conn, task_id, row.status, Status.FAILED, Phase.DONE, detail={"error": error.get("code")}, now=now
         )
@@ -567,6 +575,7 @@ def request_cancel(database: db.Database, task_id: str, key_id: str) -> sa.Row[A
                 )
             )
             if result.rowcount == 1:
+                ledger.release(conn, task_id=task_id, note=Status.CANCELLED.value)
                 _event(
                     conn,
                     task_id,

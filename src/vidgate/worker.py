@@ -11,11 +11,12 @@ import asyncio
 import contextlib
 import logging
 import os
+import random
 import secrets
 import shutil
 import socket
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -23,6 +24,7 @@ import sqlalchemy as sa
 from PIL import Image
 
 from vidgate import catalog, db, images, prices, tasks
+from vidgate import gc as storage_gc
 from vidgate.config import Settings
 from vidgate.errors import TaskFailure
 from vidgate.prices import PriceTable
@@ -31,7 +33,7 @@ from vidgate.providers._relay import RelayProvider, UpstreamUnavailable, backoff
 from vidgate.render import RenderCancelled
 from vidgate.signing import Signer
 from vidgate.status import Phase, Status
-from vidgate.storage import LocalStorage
+from vidgate.storage import InvalidKey, Storage, check_key
 
 log = logging.getLogger("vidgate.worker")
 
@@ -45,6 +47,8 @@ class _RunState:
     lost: bool = False
     stopping: bool = False
     cancelling: bool = False
+    #: (key, staged file) the provider stored this tick, uploaded before the tick's outcome is written.
+    stored: list[tuple[str, Path]] = field(default_factory=list)
 
 
 class Worker:
@@ -52,7 +56,7 @@ class Worker:
         self,
         settings: Settings,
         database: db.Database,
-        storage: LocalStorage,
+        storage: Storage,
         signer: Signer,
         providers: dict[str, Provider],
         router: Router | None = None,
@@ -85,6 +89,8 @@ class Worker:
         self._wakeup = asyncio.Event()
         await asyncio.to_thread(self._take_over_dead_local_owners)
         log.info("worker %s started (providers: %s)", self.owner, ", ".join(self.providers))
+        gc_stop = asyncio.Event()
+        collector = asyncio.create_task(self._collect_garbage(gc_stop))
         try:
             outage = 0
             while not stop.is_set():
@@ -107,7 +113,9 @@ class Worker:
                 for waiter in waiters:
                     waiter.cancel()
         finally:
+            gc_stop.set()
             await self._shutdown()
+            await collector
 
     async def _shutdown(self) -> None:
         """Stop claiming; ask running ticks to stop and hand their tasks back to the queue."""
@@ -119,6 +127,30 @@ class Worker:
             await asyncio.wait(running, timeout=10)
         for provider in self.providers.values():
             await provider.aclose()
+
+    async def _collect_garbage(self, stop: asyncio.Event) -> None:
+        """Delete expired uploads and results every `gc_interval_seconds` (see gc.py), the first
+        time within a minute of starting; jittered, so that workers started together spread out."""
+        interval = self.settings.gc_interval_seconds
+        if interval <= 0:
+            return
+        delay = min(60.0, interval) * random.uniform(0.5, 1.0)
+        while True:
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(stop.wait(), timeout=delay)
+            if stop.is_set():
+                return
+            try:
+                await asyncio.to_thread(
+                    storage_gc.collect,
+                    self.database,
+                    self.storage,
+                    min_interval=interval / 2,
+                    should_stop=lambda: self._stopping,
+                )
+            except Exception:
+                log.warning("garbage collection failed; trying again next interval", exc_info=True)
+            delay = interval * random.uniform(0.9, 1.1)
 
     # --- claiming --------------------------------------------------------------------------------
 
@@ -190,13 +222,16 @@ class Worker:
         scratch = self.storage.scratch_dir() / f"{row.id}-{lease.token}"
         heartbeat = asyncio.create_task(self._heartbeat(lease, state, estimated=row.estimated_time))
         try:
-            if row.cancel_requested and await self._cancel_upstream(provider, row):
+            request = catalog.parse(tasks.decode_json(row.request))
+            ctx = self._context(row, request, state, scratch, lease)
+            if row.cancel_requested and await self._cancel_upstream(provider, ctx):
                 heartbeat.cancel()
                 await asyncio.to_thread(self._quietly, tasks.finish_cancel, self.database, lease)
                 return
-            request = catalog.parse(tasks.decode_json(row.request))
-            ctx = self._context(row, request, state, scratch, lease)
             outcome = await provider.run(ctx)
+            if state.stored and not state.lost:
+                # What the provider stored goes to storage off the event loop, the lease renewed.
+                await asyncio.to_thread(self._store_staged, state.stored)
             heartbeat.cancel()
             if state.lost:
                 return
@@ -237,8 +272,10 @@ class Worker:
             if state.cancelling and not state.lost:
                 await asyncio.to_thread(self._quietly, tasks.finish_cancel, self.database, lease)
             elif state.stopping and not state.lost:
-                # Graceful shutdown: hand the task back, due now, without counting an attempt.
-                await asyncio.to_thread(self._quietly, tasks.release, self.database, lease, delay=0)
+                # Graceful shutdown: back to the queue (pending), due now, without counting an attempt.
+                await asyncio.to_thread(
+                    self._quietly, tasks.release, self.database, lease, delay=0, phase=Phase.QUEUED
+                )
         except Exception as exc:
             heartbeat.cancel()
             log.exception("task %s: unexpected error in provider %s", row.id, provider.name)
@@ -249,15 +286,23 @@ class Worker:
             if scratch.exists():
                 shutil.rmtree(scratch, ignore_errors=True)
 
-    async def _cancel_upstream(self, provider: Provider, row: sa.Row[Any]) -> bool:
-        """Whether a cancel-requested task can be closed now: nothing upstream yet, or the
-        upstream confirmed the cancel. Otherwise it keeps being polled until the upstream ends."""
-        if row.upstream_id is None or not isinstance(provider, RelayProvider):
+    async def _cancel_upstream(self, provider: Provider, ctx: TaskContext) -> bool:
+        """Whether a cancel-requested task can be closed now: nothing upstream, or the upstream
+        confirmed the cancel. Otherwise it keeps being polled until the upstream ends it."""
+        if not isinstance(provider, RelayProvider):
             return True
         try:
-            return await provider.cancel(row.upstream_id)
+            upstream_id = ctx.upstream_id
+            if upstream_id is None and ctx.phase is Phase.SUBMITTING:
+                # The worker died mid-submit: a billed job may exist upstream; find it first.
+                upstream_id = await provider.recover(ctx)
+                if upstream_id is not None:
+                    await ctx.checkpoint(Phase.AWAITING_UPSTREAM, upstream_id=upstream_id)
+            if upstream_id is None:
+                return True
+            return await provider.cancel(upstream_id)
         except Exception:
-            log.warning("task %s: cancel at %s failed; polling until it ends", row.id, provider.name)
+            log.warning("task %s: cancel at %s failed; polling until it ends", ctx.task_id, provider.name)
             return False
 
     def _fall_back(self, row: sa.Row[Any], lease: tasks.Lease, current: str, detail: str) -> None:
@@ -364,12 +409,35 @@ class Worker:
         async def source_video(task_id: str) -> tuple[Path, dict[str, Any]]:
             source = await asyncio.to_thread(tasks.get, self.database, task_id, row.key_id)
             result = tasks.decode_json(source.result) if source is not None else None
-            if not result or not self.storage.exists(str(result.get("video", ""))):
+            if not result:
                 raise TaskFailure("extend_source_unavailable", param="extend_from_task_id")
-            return self.storage.local_path(result["video"]), result
+            try:
+                # The stored file itself on local storage; a copy in this tick's scratch on S3.
+                path = await asyncio.to_thread(self.storage.local_file, str(result.get("video", "")), scratch)
+            except (FileNotFoundError, InvalidKey):
+                raise TaskFailure("extend_source_unavailable", param="extend_from_task_id") from None
+            return path, result
+
+        def store_file(key: str, path: Path) -> int:
+            """Providers call this on the event loop: stage the file now (a hard link in scratch, so
+            the provider may reuse `path`); `_run_one` uploads it in a thread before the outcome."""
+            check_key(key)
+            staged = scratch / ".stored" / str(len(state.stored))
+            staged.parent.mkdir(parents=True, exist_ok=True)
+            try:
+                os.link(path, staged)
+            except OSError:
+                shutil.copyfile(path, staged)
+            state.stored.append((key, staged))
+            return staged.stat().st_size
 
         async def checkpoint(phase: Phase, **values: Any) -> None:
             state.phase = phase
+            # Later steps of this tick (e.g. a busy snooze) must build on what was just saved.
+            if "upstream_state" in values:
+                ctx.upstream_state = values["upstream_state"]
+            if "upstream_id" in values:
+                ctx.upstream_id = values["upstream_id"]
             await asyncio.to_thread(
                 tasks.checkpoint,
                 self.database,
@@ -379,7 +447,7 @@ class Worker:
                 **values,
             )
 
-        return TaskContext(
+        ctx = TaskContext(
             task_id=row.id,
             key_id=row.key_id,
             request=request,
@@ -393,18 +461,27 @@ class Worker:
             scratch=scratch,
             load_images=load_images,
             source_video=source_video,
-            store_file=self.storage.put_file,
+            store_file=store_file,
             set_phase=set_phase,
             report_progress=report,
             should_stop=lambda: state.lost or state.stopping or state.cancelling,
             checkpoint=checkpoint,
         )
+        return ctx
+
+    def _store_staged(self, staged: list[tuple[str, Path]]) -> None:
+        for key, path in staged:
+            self.storage.put_file(key, path)
 
     def _own_file(self, url: str) -> bytes | None:
-        key = self.signer.own_key(url)
-        if key is None or not self.storage.exists(key):
+        """Bytes of one of our own upload URLs, read from storage (either backend) without HTTP."""
+        key = self.storage.own_key(url)
+        if key is None:
             return None
-        return self.storage.read_bytes(key)
+        try:
+            return self.storage.read_bytes(key)
+        except (FileNotFoundError, InvalidKey):
+            return None
 
 
 def _pid_alive(owner: str) -> bool:

@@ -12,14 +12,14 @@ from dataclasses import dataclass, field
 from fastapi import FastAPI
 
 import vidgate
-from vidgate import prices
+from vidgate import prices, ratelimit
 from vidgate.api.responses import JsonResponse
 from vidgate.config import Settings
 from vidgate.db import Database
 from vidgate.prices import PriceTable
 from vidgate.providers import Router
 from vidgate.signing import Signer, load_secret
-from vidgate.storage import LocalStorage
+from vidgate.storage import Storage, open_storage
 from vidgate.worker import Worker
 
 
@@ -29,7 +29,8 @@ class Gateway:
 
     settings: Settings
     database: Database
-    storage: LocalStorage
+    storage: Storage
+    #: Makes `/files/` URLs and checks them; its result links come from `storage`.
     signer: Signer
     router: Router
     prices: PriceTable
@@ -37,6 +38,10 @@ class Gateway:
     started_at: float = field(default_factory=time.time)
     #: key id -> last time `last_used_at` was written (written at most once a minute per key).
     touched: dict[str, float] = field(default_factory=dict)
+    #: Counts requests of keys with an rpm (`ratelimit.py`); None counts nothing.
+    limiter: ratelimit.Limiter | None = None
+    #: key hash -> (valid until, key id, rpm): the poll path's view of keys' rpm (`api/auth.py`).
+    rpm_cache: dict[str, tuple[float, str | None, int | None]] = field(default_factory=dict)
 
     def wake_worker(self) -> None:
         if self.worker is not None:
@@ -45,18 +50,22 @@ class Gateway:
 
 def build_gateway(settings: Settings, *, run_worker: bool) -> Gateway:
     database = Database(settings.effective_database_url)
-    storage = LocalStorage(settings.files_dir)
     signer = Signer(load_secret(database, settings.secret_key))
+    storage = open_storage(settings, signer)
+    signer = signer.with_links(storage)
     router = Router(settings)
     price_table = prices.load(settings.prices_file)
     gateway = Gateway(settings, database, storage, signer, router, price_table)
+    gateway.limiter = ratelimit.build(settings, database)
     if run_worker:
         gateway.worker = Worker(settings, database, storage, signer, router.build(), router, price_table)
     return gateway
 
 
 def create_app(settings: Settings, *, run_worker: bool = True) -> FastAPI:
-    from vidgate.api import callbacks, discovery, errors, files, tasks_routes, uploads, videos
+    from starlette.routing import Route
+
+    from vidgate.api import admin, auth, callbacks, discovery, errors, files, tasks_routes, uploads, videos
 
     @contextlib.asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
@@ -70,6 +79,8 @@ def create_app(settings: Settings, *, run_worker: bool = True) -> FastAPI:
             stop.set()
             if worker_task is not None:
                 await worker_task
+            if gateway.limiter is not None:
+                gateway.limiter.close()
             gateway.database.dispose()
 
     # We export our own metrics; FastAPI's OpenTelemetry hooks would cost time on every request.
@@ -85,8 +96,13 @@ def create_app(settings: Settings, *, run_worker: bool = True) -> FastAPI:
         **extra,  # type: ignore[arg-type]
     )
     errors.install(app)
+    app.add_middleware(auth.RateLimitHeaders)
     # First in the list: polling is most of the traffic, so it should not wait on route matching.
-    app.router.routes.insert(0, tasks_routes.fast_route)
+    fast = tasks_routes.fast_route
+    app.router.routes.insert(0, Route(fast.path, auth.LimitedPoll(fast.endpoint), methods=["GET"]))
     for module in (videos, tasks_routes, uploads, discovery, files, callbacks):
         app.include_router(module.router)
+    if settings.admin_token:
+        # Without a token the admin API does not exist: /admin/... is a 404 like any unknown path.
+        app.include_router(admin.router)
     return app

@@ -42,7 +42,7 @@ class PollEndpoint:
         headers = dict(scope["headers"])
         task_id = scope["path_params"]["task_id"]
         version = views.response_version(_text(headers.get(b"x-apimart-response-version")))
-        lang = "en"
+        lang = i18n.normalize_language(_text(headers.get(b"accept-language")))
         if scope["query_string"]:
             language = parse_qs(scope["query_string"].decode("latin-1")).get("language", [None])[0]
             if language is not None:

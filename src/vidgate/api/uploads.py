@@ -1,4 +1,10 @@
-"""`POST /v1/uploads/images`: store an image and answer a signed URL that generation requests accept."""
+"""`POST /v1/uploads/images`: store an image and answer a signed URL that generation requests accept.
+
+The image goes to the configured storage backend (local directory or S3); the URL is vidgate's own
+signed `/files/` URL on both, so workers recognise it and read the bytes from storage without HTTP
+(`storage_s3` explains why uploads are not presigned S3 URLs). `vidgate gc` deletes the file and
+its `uploads` row once the URL has expired.
+"""
 
 from __future__ import annotations
 
@@ -69,9 +75,9 @@ def _store(
     upload_id = ids.new_id("upl")
     safe = _UNSAFE.sub("-", filename.rsplit("/", 1)[-1].rsplit("\\", 1)[-1]).strip(".-")[:80] or "image"
     storage_key = f"uploads/{upload_id}/{safe}"
-    gateway.storage.put_bytes(storage_key, data)
     now = time.time()
     expires = int(now + gateway.settings.upload_ttl_seconds)
+    # The row first: a file is never stored without the row that lets `vidgate gc` find it.
     with gateway.database.write() as conn:
         conn.execute(
             db.uploads.insert().values(
@@ -85,6 +91,12 @@ def _store(
                 expires_at=expires,
             )
         )
+    try:
+        gateway.storage.put_bytes(storage_key, data)
+    except BaseException:
+        with gateway.database.write() as conn:
+            conn.execute(db.uploads.delete().where(db.uploads.c.id == upload_id))
+        raise
     return {
         "url": gateway.signer.url(base, storage_key, expires),
         "filename": filename,

@@ -13,7 +13,7 @@ from vidgate import catalog, keys, tasks
 from vidgate.api import Gateway, views
 from vidgate.api.auth import current_key, gateway_of
 from vidgate.api.responses import JsonResponse
-from vidgate.errors import InvalidRequest, PayloadTooLarge, PermissionDenied, ServerError
+from vidgate.errors import BadGateway, InvalidRequest, PayloadTooLarge, PermissionDenied
 from vidgate.status import Status
 
 router = APIRouter(tags=["videos"])
@@ -59,13 +59,8 @@ async def submit(request: Request) -> JsonResponse:
     raw = await request.body()
     if len(raw) > MAX_BODY_BYTES:
         raise PayloadTooLarge(limit=MAX_BODY_BYTES)
-    key = await run_in_threadpool(current_key, request)
-    try:
-        body = orjson.loads(raw)
-    except orjson.JSONDecodeError as exc:
-        raise InvalidRequest("invalid_json", detail=str(exc).split(":")[0]) from None
-    parsed = catalog.parse(body)
-    row, replayed = await run_in_threadpool(_enqueue, gateway, key, parsed, body, idempotency_key)
+    # Authentication and enqueue share one trip to the thread pool (each trip costs).
+    row, replayed = await run_in_threadpool(_authenticate_and_enqueue, gateway, request, raw, idempotency_key)
     if not replayed:
         gateway.wake_worker()
     headers = {"Idempotency-Replayed": "true"} if replayed else {}
@@ -77,6 +72,18 @@ async def submit(request: Request) -> JsonResponse:
     return JsonResponse({"code": 200, "data": data}, headers=headers)
 
 
+def _authenticate_and_enqueue(
+    gateway: Gateway, request: Request, raw: bytes, idempotency_key: str | None
+) -> tuple[Any, bool]:
+    key = current_key(request)
+    try:
+        body = orjson.loads(raw)
+    except orjson.JSONDecodeError as exc:
+        raise InvalidRequest("invalid_json", detail=str(exc).split(":")[0]) from None
+    parsed = catalog.parse(body)
+    return _enqueue(gateway, key, parsed, body, idempotency_key)
+
+
 def _enqueue(
     gateway: Gateway, key: keys.ApiKey, parsed: catalog.VideoRequest, body: dict[str, Any], idem: str | None
 ) -> tuple[Any, bool]:
@@ -84,7 +91,7 @@ def _enqueue(
         raise PermissionDenied("model_not_allowed", param="model", model=parsed.model)
     provider_name = gateway.router.pick(parsed.model)
     if provider_name is None:
-        raise ServerError()
+        raise BadGateway("no_provider", param="model", model=parsed.model)
     if parsed.source_task_id is not None:
         _check_extension_source(gateway, key, parsed.source_task_id, provider_name)
     provider_cls = gateway.router.enabled[provider_name]

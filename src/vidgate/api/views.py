@@ -72,13 +72,17 @@ _VIDEO_FACTS = ("width", "height", "duration", "fps", "has_audio")
 def task_view(
     row: Any, *, signer: Signer, base_url: str, language: str = "en", version: str | None = None
 ) -> dict[str, Any]:
-    """The task as the wire shows it. Runs on every poll, so it compares plain strings."""
+    """The task as the wire shows it. Runs on every poll, so it compares plain strings.
+
+    Result links come from the storage backend (`Signer.link`). Once `expires_at` has passed the
+    files are gone (`vidgate gc`): the video shows `"url": []` and no thumbnail, its facts stay."""
     status = row.status
+    now = time.time()
     data: dict[str, Any] = {"object": "generation.task"} if version is not None else {}
     data["id"] = row.id
     data["model"] = row.model
     data["status"] = status
-    data["progress"] = progress_of(row, time.time())
+    data["progress"] = progress_of(row, now)
     data["created"] = int(row.created_at)
     data["estimated_time"] = int(row.estimated_time)
     data["cost"] = _number(row.cost)
@@ -86,8 +90,9 @@ def task_view(
     if status == "completed":
         result = tasks.decode_json(row.result) or {}
         expires = int(row.expires_at)
+        live = expires >= now
         video: dict[str, Any] = {
-            "url": [signer.url(base_url, result["video"], expires)],
+            "url": [signer.link(base_url, result["video"], expires)] if live else [],
             "expires_at": expires,
         }
         for name in _VIDEO_FACTS:
@@ -96,8 +101,8 @@ def task_view(
         data["completed"] = int(row.completed_at)
         data["actual_time"] = max(0, round(row.completed_at - row.created_at))
         data["result"] = {"videos": [video]}
-        if result.get("thumbnail"):
-            data["result"]["thumbnail_url"] = signer.url(base_url, result["thumbnail"], expires)
+        if live and result.get("thumbnail"):
+            data["result"]["thumbnail_url"] = signer.link(base_url, result["thumbnail"], expires)
     elif status == "failed":
         data["error"] = error_of(tasks.decode_json(row.error) or {}, language)
     elif status == "cancelled" and row.completed_at is not None:

@@ -26,6 +26,10 @@ text-to-video and fusion only; image-driven modes follow the aspect ratio of the
 (snapped to the nearest supported ratio) and extension follows its source video.
 `generate_multi_clip_switch` is available for text- and image-to-video only. Images: PNG, JPEG or
 WebP, at least 128x128, aspect ratio between 1:4 and 4:1, at most 20 MB each.
+
+Served by PixVerse itself, prompts are limited to 2048 characters (PixVerse's own limit; a longer
+prompt fails with `upstream_rejected`), and fusion puts any `@image1 `... mention the prompt
+lacks in front of it, so PixVerse knows every reference.
 """
 
 

@@ -58,6 +58,8 @@ class UpstreamJob:
     video_url: str | None = None
     cover_url: str | None = None
     failure: TaskFailure | None = None
+    #: The upstream's own progress figure (0-100) when it reports one.
+    progress: int | None = None
 
 
 def backoff(attempt: int, *, base: float = 2.0, cap: float = 60.0, retry_after: float | None = None) -> float:
@@ -80,9 +82,15 @@ class RelayProvider(Provider):
     #: Name of the upstream in error messages.
     label: ClassVar[str] = "upstream"
 
+    #: httpcore's pool bookkeeping grows with connections x waiting requests, so many small pools
+    #: used in turn are far cheaper than one large one at thousands of requests a second.
+    POOLS = 16
+    CONNECTIONS_PER_POOL = 4
+
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
-        self._client: httpx.AsyncClient | None = None
+        self._clients: list[httpx.AsyncClient] = []
+        self._turn = 0
 
     # --- what a relay implements -------------------------------------------------------------------
 
@@ -113,19 +121,26 @@ class RelayProvider(Provider):
         return self.settings.relay_concurrency
 
     def client(self) -> httpx.AsyncClient:
-        if self._client is None:
-            self._client = httpx.AsyncClient(
-                timeout=self.settings.upstream_timeout_seconds,
-                limits=httpx.Limits(max_connections=100, max_keepalive_connections=50),
-                follow_redirects=False,
-                trust_env=False,
+        if not self._clients:
+            limits = httpx.Limits(
+                max_connections=self.CONNECTIONS_PER_POOL, max_keepalive_connections=self.CONNECTIONS_PER_POOL
             )
-        return self._client
+            self._clients = [
+                httpx.AsyncClient(
+                    timeout=self.settings.upstream_timeout_seconds,
+                    limits=limits,
+                    follow_redirects=False,
+                    trust_env=False,
+                )
+                for _ in range(self.POOLS)
+            ]
+        self._turn = (self._turn + 1) % len(self._clients)
+        return self._clients[self._turn]
 
     async def aclose(self) -> None:
-        if self._client is not None:
-            await self._client.aclose()
-            self._client = None
+        for client in self._clients:
+            await client.aclose()
+        self._clients = []
 
     async def run(self, ctx: TaskContext) -> Outcome:
         if ctx.upstream_id is None:
@@ -145,7 +160,9 @@ class RelayProvider(Provider):
             busy_count = int(state.get("busy", 0)) + 1
             self._check_deadline(ctx, "upstream_busy", detail=busy.detail)
             return Snooze(
-                backoff(busy_count, retry_after=busy.retry_after),
+                backoff(
+                    busy_count, base=self.settings.upstream_backoff_seconds, retry_after=busy.retry_after
+                ),
                 Phase.QUEUED,
                 {"upstream_state": {**(ctx.upstream_state or {}), "busy": busy_count}},
             )
@@ -153,18 +170,20 @@ class RelayProvider(Provider):
         return Snooze(self.poll_delay(ctx), Phase.AWAITING_UPSTREAM, {"progress": 1})
 
     async def _poll_tick(self, ctx: TaskContext, upstream_id: str) -> Outcome:
-        state = dict(ctx.upstream_state or {})
         try:
             job = await self.poll(ctx, upstream_id)
         except (UpstreamUnavailable, UpstreamBusy, httpx.HTTPError) as exc:
+            # `poll` may have updated ctx.upstream_state (its own counters): build on that.
+            state = dict(ctx.upstream_state or {})
             errors = int(state.get("poll_errors", 0)) + 1
             self._check_deadline(ctx, "upstream_unavailable", detail=str(exc) or type(exc).__name__)
             retry_after = exc.retry_after if isinstance(exc, UpstreamBusy) else None
-            delay = max(self.poll_delay(ctx), backoff(errors, base=1.0, cap=30.0, retry_after=retry_after))
+            base = self.settings.upstream_backoff_seconds / 2
+            delay = max(self.poll_delay(ctx), backoff(errors, base=base, cap=30.0, retry_after=retry_after))
             return Snooze(
                 delay, Phase.AWAITING_UPSTREAM, {"upstream_state": {**state, "poll_errors": errors}}
             )
-        state = {**state, "poll_errors": 0, "state": job.raw_state or job.state}
+        state = {**(ctx.upstream_state or {}), "poll_errors": 0, "state": job.raw_state or job.state}
         if job.state == "succeeded":
             if not job.video_url:
                 raise TaskFailure("upstream_result_missing", type="bad_gateway", upstream=self.label)
@@ -191,6 +210,8 @@ class RelayProvider(Provider):
         """Neither upstream reports progress: elapsed time over the estimate, 5..95."""
         if job.state == "queued":
             return 2
+        if job.progress is not None:
+            return max(2, min(99, int(job.progress)))
         elapsed = time.time() - (ctx.started_at or time.time())
         return int(5 + 90 * min(1.0, elapsed / max(1, ctx.estimated_time)))
 
@@ -208,7 +229,13 @@ class RelayProvider(Provider):
         video_key = f"results/{ctx.task_id}/video.mp4"
         size = ctx.store_file(video_key, video)
         # The upstream's id stays server-side; an extension at the same upstream needs it.
-        result: dict[str, Any] = {"video": video_key, "bytes": size, "upstream_id": ctx.upstream_id, **facts}
+        result: dict[str, Any] = {
+            "video": video_key,
+            "bytes": size,
+            "upstream_id": ctx.upstream_id,
+            "provider": self.name,
+            **facts,
+        }
         if job.cover_url:
             try:
                 cover = await self.download(job.cover_url, ctx.workdir() / "cover.jpg", attempts=2)

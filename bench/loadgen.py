@@ -2,6 +2,7 @@
 
 Run as its own process, so it has a core of its own:
 `python bench/loadgen.py HOST PORT PATH SECONDS CONNS [HEADER...]`.
+With LOADGEN_BODY set in the environment, it POSTs that JSON body instead of a GET.
 Prints one JSON line: {"requests": n, "seconds": s, "rps": r, "errors": e, "status": {...}}.
 """
 
@@ -9,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import os
 import sys
 import time
 
@@ -32,10 +34,12 @@ async def _connection(host: str, port: int, request: bytes, deadline: float, sta
 
 
 async def run(
-    host: str, port: int, path: str, seconds: float, conns: int, headers: list[str]
+    host: str, port: int, path: str, seconds: float, conns: int, headers: list[str], body: bytes = b""
 ) -> dict[str, object]:
-    lines = [f"GET {path} HTTP/1.1", f"Host: {host}:{port}", *headers, "", ""]
-    request = "\r\n".join(lines).encode()
+    method = "POST" if body else "GET"
+    extra = [f"Content-Length: {len(body)}", "Content-Type: application/json"] if body else []
+    lines = [f"{method} {path} HTTP/1.1", f"Host: {host}:{port}", *headers, *extra, "", ""]
+    request = "\r\n".join(lines).encode() + body
     stats: dict[str, int] = {}
     # Warm up (connections, caches), then measure.
     await asyncio.gather(
@@ -51,5 +55,6 @@ async def run(
 
 if __name__ == "__main__":
     host, port, path, seconds, conns, *hdrs = sys.argv[1:]
-    result = asyncio.run(run(host, int(port), path, float(seconds), int(conns), hdrs))
+    body = os.environ.get("LOADGEN_BODY", "").encode()
+    result = asyncio.run(run(host, int(port), path, float(seconds), int(conns), hdrs, body))
     print(json.dumps(result))

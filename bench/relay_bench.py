@@ -105,12 +105,13 @@ def run() -> dict[str, Any]:
             "VIDGATE_POLL_INTERVAL_SECONDS": "0.2",
         }
         wall0, virtual0 = time.time(), fake.clock.now()
-        worker = subprocess.Popen(
-            [sys.executable, "-m", "vidgate", "worker"],
-            env=env,
-            stdout=subprocess.DEVNULL,
-            stderr=subprocess.PIPE,
-        )
+        # A file, not a pipe: an unread pipe fills up and blocks the worker's logging.
+        log = (Path(tmp) / "worker.log").open("wb")
+        command = [sys.executable, "-m", "vidgate", "worker"]
+        if os.environ.get("VIDGATE_BENCH_PROFILE"):
+            # cProfile output for investigating the worker; not part of the figures.
+            command[1:2] = ["-m", "cProfile", "-o", os.environ["VIDGATE_BENCH_PROFILE"], "-m"]
+        worker = subprocess.Popen(command, env=env, stdout=log, stderr=subprocess.STDOUT)
         started = time.time()
         limit = started + (BASE_S + 16 * PER_SECOND_S) / TIME_FACTOR + 120
         rss = 0.0
@@ -130,7 +131,17 @@ def run() -> dict[str, Any]:
             rss = max(rss, _peak_rss_mb(worker.pid))
         finally:
             worker.terminate()
-            worker.wait(timeout=60)
+            try:
+                worker.wait(timeout=60)
+            except subprocess.TimeoutExpired:
+                worker.kill()
+                worker.wait()
+                sys.stderr.write("worker did not stop on SIGTERM; its log ends with:\n")
+                sys.stderr.write("\n".join((Path(tmp) / "worker.log").read_text().splitlines()[-30:]) + "\n")
+            log.close()
+            warnings = [
+                line for line in (Path(tmp) / "worker.log").read_text().splitlines() if "WARNING" in line
+            ]
         stats = fake.stats_snapshot()
         with database.read() as conn:
             rows = conn.execute(
@@ -164,6 +175,7 @@ def run() -> dict[str, Any]:
         "requests_per_s": round(requests / elapsed, 1),
         "elapsed_s": round(elapsed, 1),
         "peak_rss_mb": round(rss, 1),
+        "worker_warnings": len(warnings),
         "target_rss_mb": RSS_TARGET_MB,
         "pass": bool(lags)
         and p99 <= POLL_SECONDS + 1.0

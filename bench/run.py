@@ -21,11 +21,13 @@ sys.path.insert(0, str(HERE))
 import api_bench  # noqa: E402
 import relay_bench  # noqa: E402
 import renderer_bench  # noqa: E402
+import scale_bench  # noqa: E402
 
 BENCHMARKS: dict[str, tuple[str, Callable[[], dict[str, object]]]] = {
     "renderer": ("(a) CPU renderer vs encoding the same frames alone", renderer_bench.run),  # type: ignore[dict-item]
     "api": ("(b) GET /v1/tasks/{id} vs a bare Starlette JSON endpoint", api_bench.run),
     "relay": ("(c) one worker relaying 2,000 upstream jobs in flight", relay_bench.run),
+    "scale": ("(d) PostgreSQL vs SQLite: submits, claims, 1/2/4 workers", scale_bench.run),
 }
 
 

@@ -70,6 +70,7 @@ class Worker:
         self.router = router
         self.prices = price_table or prices.load(settings.prices_file)
         self.host = socket.gethostname()
+        self._scratch_root = storage.scratch_dir()  # created once, not on every tick
         self.owner = f"{self.host}:{os.getpid()}:{secrets.token_hex(3)}"
         self._wakeup: asyncio.Event | None = None
         self._loop: asyncio.AbstractEventLoop | None = None
@@ -219,7 +220,7 @@ class Worker:
         state = _RunState(stopping=self._stopping)
         self._states[row.id] = state
         # Created by the first provider step that writes a file (a poll tick writes none).
-        scratch = self.storage.scratch_dir() / f"{row.id}-{lease.token}"
+        scratch = self._scratch_root / f"{row.id}-{lease.token}"
         heartbeat = asyncio.create_task(self._heartbeat(lease, state, estimated=row.estimated_time))
         try:
             request = catalog.parse(tasks.decode_json(row.request))
@@ -283,8 +284,8 @@ class Worker:
         finally:
             heartbeat.cancel()
             self._states.pop(row.id, None)
-            if scratch.exists():
-                shutil.rmtree(scratch, ignore_errors=True)
+            # Most ticks (polls) never create it; rmtree of a missing path is one failed call.
+            shutil.rmtree(scratch, ignore_errors=True)
 
     async def _cancel_upstream(self, provider: Provider, ctx: TaskContext) -> bool:
         """Whether a cancel-requested task can be closed now: nothing upstream, or the upstream

@@ -88,6 +88,11 @@ def serve(
     )
 
 
+def _where(settings: Settings) -> str:
+    url = settings.effective_database_url
+    return f"SQLite at {url.removeprefix('sqlite:///')}" if url.startswith("sqlite") else url.split("@")[-1]
+
+
 def _print_quickstart(settings: Settings, database) -> None:  # type: ignore[no-untyped-def]
     from vidgate import keys
 
@@ -100,8 +105,7 @@ def _print_quickstart(settings: Settings, database) -> None:  # type: ignore[no-
     base = settings.public_url or f"http://{settings.host}:{settings.port}"
     print(
         f"""
-vidgate is starting on {base} (SQLite at {settings.effective_database_url.removeprefix("sqlite:///")},
-CPU renderer for every model).
+vidgate is starting on {base} (database: {_where(settings)}).
 
 API key (kept in {key_file}):
   {secret}
@@ -216,7 +220,8 @@ def keys_update(
         for param, value in (("rpm", rpm), ("max_in_flight", max_in_flight)):
             if value is not None:
                 limits[param] = _whole_or_none(value, param)
-        never = "none" in {str(expires_at).lower(), str(expires_in).lower()}
+        # `none` clears the expiry; an option that was not given is None, not "none".
+        never = any(v is not None and v.strip().lower() == "none" for v in (expires_at, expires_in))
         if expires_at is not None or expires_in is not None:
             limits["expires_at"] = (
                 None if never else keys.expiry(expires_at=expires_at, expires_in=expires_in)

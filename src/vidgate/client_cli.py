@@ -1,49 +1,26 @@
-"""`vidgate generate`: submit, follow with a progress bar, download. Talks HTTP only (no server code)."""
+"""`vidgate generate`: submit, follow with a progress bar, download. Uses the SDK only (no server code)."""
 
 from __future__ import annotations
 
-import time
 from pathlib import Path
 from typing import Any
 
-import httpx
 from rich.console import Console
-from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
+from rich.progress import BarColumn, Progress, TaskID, TextColumn, TimeElapsedColumn
+
+from vidgate.sdk import APIStatusError, Client, Task, VidgateError
 
 console = Console(stderr=True)
 _IMAGE_FIELD = {"viduq3": "image_urls", "viduq3-mix": "image_urls", "pixverse-v6": "image_urls"}
 
 
-def _error_text(response: httpx.Response) -> str:
-    try:
-        error = response.json()["error"]
-        param = f" ({error['param']})" if error.get("param") else ""
-        return f"{response.status_code} {error['type']}{param}: {error['message']}"
-    except (ValueError, KeyError, TypeError):
-        return f"HTTP {response.status_code}: {response.text[:200]}"
-
-
-def _upload(client: httpx.Client, path: Path) -> str:
-    with path.open("rb") as fh:
-        response = client.post("/v1/uploads/images", files={"file": (path.name, fh)})
-    if response.status_code != 200:
-        raise ClientError(f"upload of {path} failed: {_error_text(response)}")
-    return str(response.json()["url"])
-
-
-class ClientError(Exception):
-    """A failure worth one plain line to the user (no traceback)."""
-
-
 def run_generate(**kwargs: Any) -> int:
     try:
         return _generate(**kwargs)
-    except ClientError as exc:
+    except VidgateError as exc:
         console.print(f"[red]error:[/red] {exc}")
     except OSError as exc:
         console.print(f"[red]error:[/red] {exc.strerror or exc}: {getattr(exc, 'filename', '') or ''}")
-    except httpx.HTTPError as exc:
-        console.print(f"[red]error:[/red] cannot reach vidgate: {exc}")
     return 1
 
 
@@ -57,42 +34,36 @@ def _generate(
     params: dict[str, Any],
     wait: bool,
     output: Path | None,
-    poll_interval: float = 1.0,
+    poll_interval: float | None = None,
 ) -> int:
-    headers = {"Authorization": f"Bearer {api_key}"}
-    with httpx.Client(base_url=base_url, headers=headers, timeout=60) as client:
-        body: dict[str, Any] = {"model": model, "prompt": prompt, **params}
+    with Client(api_key=api_key, base_url=base_url) as client:
+        body: dict[str, Any] = dict(params)
         if images:
             urls = [
-                img if img.startswith(("http://", "https://")) else _upload(client, Path(img))
+                img if img.startswith(("http://", "https://")) else client.uploads.create(Path(img)).url
                 for img in images
             ]
             body.setdefault(_IMAGE_FIELD.get(model, "image_urls"), urls)
-        response = client.post("/v1/videos/generations", json=body)
-        if response.status_code != 200:
-            console.print(f"[red]submit failed:[/red] {_error_text(response)}")
+        try:
+            task = client.videos.create(model=model, prompt=prompt, **body)
+        except APIStatusError as exc:
+            console.print(f"[red]submit failed:[/red] {exc}")
             return 1
-        task_id = response.json()["data"][0]["task_id"]
-        console.print(f"task {task_id} submitted")
-        print(task_id)
+        console.print(f"task {task.id} submitted")
+        print(task.id)
         if not wait:
             return 0
-        task = _follow(client, task_id, poll_interval)
-        if task["status"] != "completed":
-            error = task.get("error") or {}
-            console.print(f"[red]task {task['status']}:[/red] {error.get('message', '')}")
+        task = _follow(client, task, poll_interval)
+        if task.status != "completed":
+            message = task.error.message if task.error else ""
+            console.print(f"[red]task {task.status}:[/red] {message}")
             return 1
-        url = task["result"]["videos"][0]["url"][0]
-        target = output or Path(f"{task_id}.mp4")
-        with client.stream("GET", url) as stream, target.open("wb") as fh:
-            stream.raise_for_status()
-            for chunk in stream.iter_bytes():
-                fh.write(chunk)
-        console.print(f"saved {target} ({target.stat().st_size} bytes, {task.get('actual_time', '?')} s)")
+        target = client.videos.download(task, output or Path(f"{task.id}.mp4"))
+        console.print(f"saved {target} ({target.stat().st_size} bytes, {task.actual_time or '?'} s)")
         return 0
 
 
-def _follow(client: httpx.Client, task_id: str, interval: float) -> dict[str, Any]:
+def _follow(client: Client, task: Task, interval: float | None) -> Task:
     columns = (
         TextColumn("{task.description}"),
         BarColumn(),
@@ -100,13 +71,9 @@ def _follow(client: httpx.Client, task_id: str, interval: float) -> dict[str, An
         TimeElapsedColumn(),
     )
     with Progress(*columns, console=console) as progress:
-        bar = progress.add_task("pending", total=100)
-        while True:
-            response = client.get(f"/v1/tasks/{task_id}")
-            if response.status_code != 200:
-                raise ClientError(f"polling {task_id} failed: {_error_text(response)}")
-            task: dict[str, Any] = response.json()["data"]
-            progress.update(bar, completed=task.get("progress", 0), description=task["status"])
-            if task["status"] in ("completed", "failed", "cancelled"):
-                return task
-            time.sleep(interval)
+        bar: TaskID = progress.add_task("pending", total=100)
+
+        def show(current: Task) -> None:
+            progress.update(bar, completed=current.progress, description=current.status)
+
+        return client.tasks.wait(task, timeout=24 * 3600, poll_interval=interval, on_progress=show)

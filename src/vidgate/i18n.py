@@ -39,6 +39,7 @@ _EN: dict[str, str] = {
         "X-APIMart-Response-Version must be a date such as 2026-07-27 (that date or later selects the newer "
         "response shape)"
     ),
+    "prefer_wait_invalid": "Prefer: wait must be whole seconds from 0 to {limit}, e.g. Prefer: wait=30",
     "no_provider": "No provider is available for model {model} here; the operator must enable one",
     # Validation rules (param names the field)
     "field_required": "{param} is required",
@@ -80,6 +81,11 @@ _EN: dict[str, str] = {
     "extend_source_unavailable": "The video of extend_from_task_id is no longer available",
     "render_failed": "Rendering failed: {detail}",
     "worker_lost": "The task was interrupted {attempts} times and was stopped",
+    "engine_out_of_memory": "The GPU ran out of memory generating this video; try a shorter or smaller one",
+    "engine_failed": "The video engine failed: {detail}",
+    "engine_mode_unavailable": (
+        "This server's {engine} engine cannot generate {mode} videos ({setting} is not set)"
+    ),
     "cancelled": "Cancelled by user",
     # Upstream relays (task.error.message); {upstream} is the provider's name.
     "content_policy_violation": "{upstream} refused the request or its result for content policy reasons",
@@ -143,6 +149,7 @@ _ZH: dict[str, str] = {
     "response_version_invalid": (
         "X-APIMart-Response-Version 必须是日期，例如 2026-07-27（该日期及之后使用新的响应格式）"
     ),
+    "prefer_wait_invalid": "Prefer 头的 wait 必须是 0 到 {limit} 之间的整数秒，例如 Prefer: wait=30",
     "no_provider": "此处没有可用于模型 {model} 的服务提供方，需要运维启用",
     "field_required": "{param} 为必填项",
     "field_unknown": "{param} 不是模型 {model} 的参数，请检查拼写",
@@ -180,6 +187,9 @@ _ZH: dict[str, str] = {
     "extend_source_unavailable": "extend_from_task_id 对应的视频已不可用",
     "render_failed": "渲染失败：{detail}",
     "worker_lost": "任务已被中断 {attempts} 次，已停止",
+    "engine_out_of_memory": "生成此视频时 GPU 显存不足；请尝试更短或更小的视频",
+    "engine_failed": "视频引擎出错：{detail}",
+    "engine_mode_unavailable": "本服务器的 {engine} 引擎无法生成 {mode} 模式的视频（未设置 {setting}）",
     "cancelled": "已被用户取消",
     "content_policy_violation": "{upstream} 因内容安全策略拒绝了该请求或其结果",
     "upstream_quota_exceeded": "本网关使用的 {upstream} 账户额度或积分不足",

@@ -71,6 +71,7 @@ class Worker:
         self.prices = price_table or prices.load(settings.prices_file)
         self.host = socket.gethostname()
         self._scratch_root = storage.scratch_dir()  # created once, not on every tick
+        self._releases = _ReleaseBatcher(database)
         self.owner = f"{self.host}:{os.getpid()}:{secrets.token_hex(3)}"
         self._wakeup: asyncio.Event | None = None
         self._loop: asyncio.AbstractEventLoop | None = None
@@ -250,13 +251,9 @@ class Worker:
                     cost=self.prices.quote(provider.name, request),
                 )
             elif isinstance(outcome, Snooze):
-                await asyncio.to_thread(
-                    tasks.release,
-                    self.database,
-                    lease,
-                    delay=outcome.delay,
-                    phase=outcome.phase,
-                    **outcome.values,
+                # Batched with other ticks' releases into one transaction (False: lease lost).
+                await self._releases.release(
+                    tasks.Release(lease, outcome.delay, outcome.phase, outcome.values)
                 )
         except TaskFailure as failure:
             heartbeat.cancel()
@@ -273,9 +270,15 @@ class Worker:
             if state.cancelling and not state.lost:
                 await asyncio.to_thread(self._quietly, tasks.finish_cancel, self.database, lease)
             elif state.stopping and not state.lost:
-                # Graceful shutdown: back to the queue (pending), due now, without counting an attempt.
+                # Graceful shutdown: back to the queue (pending), due now, without counting an
+                # attempt. A task with an upstream job keeps its phase (and its upstream slot).
+                requeue = (
+                    Phase.QUEUED
+                    if row.upstream_id is None and not isinstance(provider, RelayProvider)
+                    else None
+                )
                 await asyncio.to_thread(
-                    self._quietly, tasks.release, self.database, lease, delay=0, phase=Phase.QUEUED
+                    self._quietly, tasks.release, self.database, lease, delay=0, phase=requeue
                 )
         except Exception as exc:
             heartbeat.cancel()
@@ -335,7 +338,7 @@ class Worker:
         tasks.release(
             self.database,
             lease,
-            delay=backoff(failures, cap=60.0),
+            delay=backoff(failures, base=self.settings.upstream_backoff_seconds, cap=60.0),
             phase=Phase.QUEUED,
             upstream_state={**state, "unavailable": failures},
         )
@@ -483,6 +486,44 @@ class Worker:
             return self.storage.read_bytes(key)
         except (FileNotFoundError, InvalidKey):
             return None
+
+
+class _ReleaseBatcher:
+    """Collects the releases of ticks that finish close together and writes them in one
+    transaction: at thousands of polls a second, one commit (and one thread hop) per poll is
+    most of a worker's cost."""
+
+    WINDOW_SECONDS = 0.005
+    MAX_BATCH = 256
+
+    def __init__(self, database: db.Database) -> None:
+        self.database = database
+        self._pending: list[tuple[tasks.Release, asyncio.Future[bool]]] = []
+        self._flusher: asyncio.Task[None] | None = None
+
+    async def release(self, item: tasks.Release) -> bool:
+        future: asyncio.Future[bool] = asyncio.get_running_loop().create_future()
+        self._pending.append((item, future))
+        if self._flusher is None or self._flusher.done():
+            self._flusher = asyncio.create_task(self._flush())
+        return await future
+
+    async def _flush(self) -> None:
+        while self._pending:
+            await asyncio.sleep(self.WINDOW_SECONDS)
+            batch, self._pending = self._pending[: self.MAX_BATCH], self._pending[self.MAX_BATCH :]
+            try:
+                applied = await asyncio.to_thread(
+                    tasks.release_many, self.database, [item for item, _ in batch]
+                )
+            except Exception as exc:  # e.g. the database is down: each tick sees the error
+                for _, future in batch:
+                    if not future.done():
+                        future.set_exception(exc)
+                continue
+            for (_, future), ok in zip(batch, applied, strict=True):
+                if not future.done():
+                    future.set_result(ok)
 
 
 def _pid_alive(owner: str) -> bool:

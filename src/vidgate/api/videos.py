@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import asyncio
 import re
+import time
 from typing import Any
 
 import orjson
@@ -12,6 +14,7 @@ from fastapi.concurrency import run_in_threadpool
 from vidgate import catalog, keys, tasks
 from vidgate.api import Gateway, views
 from vidgate.api.auth import current_key, gateway_of
+from vidgate.api.errors import request_language
 from vidgate.api.responses import JsonResponse
 from vidgate.errors import BadGateway, InvalidRequest, PayloadTooLarge, PermissionDenied
 from vidgate.status import Status
@@ -20,6 +23,10 @@ router = APIRouter(tags=["videos"])
 
 _IDEMPOTENCY_KEY = re.compile(r"^[\x21-\x7e]{1,191}$")
 MAX_BODY_BYTES = 1024 * 1024
+#: `Prefer: wait=N` holds a submit at most this long (vidgate extension, RFC 7240).
+MAX_PREFER_WAIT = 60
+_HOLD_POLL_SECONDS = 0.2
+_FINISHED = frozenset({"completed", "failed", "cancelled"})
 
 _SUBMIT_SCHEMA = {
     "requestBody": {
@@ -56,6 +63,7 @@ async def submit(request: Request) -> JsonResponse:
     idempotency_key = request.headers.get("idempotency-key")
     if idempotency_key is not None and not _IDEMPOTENCY_KEY.match(idempotency_key):
         raise InvalidRequest("idempotency_key_invalid", param="Idempotency-Key")
+    wait = prefer_wait(request.headers.get("prefer"))
     raw = await request.body()
     if len(raw) > MAX_BODY_BYTES:
         raise PayloadTooLarge(limit=MAX_BODY_BYTES)
@@ -64,12 +72,57 @@ async def submit(request: Request) -> JsonResponse:
     if not replayed:
         gateway.wake_worker()
     headers = {"Idempotency-Replayed": "true"} if replayed else {}
+    if wait is not None:
+        # A held submit always answers the whole task (the 2026-07-27 `data` object, whatever the
+        # version header): a caller who waits wants the outcome, which the legacy id-only list lacks.
+        row = await _hold(gateway, request, row, wait)
+        headers["Preference-Applied"] = f"wait={wait}"
+        headers["X-APIMart-Response-Version"] = views.RESPONSE_VERSION
+        data = views.task_view(
+            row,
+            signer=gateway.signer,
+            base_url=base_url(gateway, request),
+            language=request_language(request),
+            version=views.RESPONSE_VERSION,
+        )
+        return JsonResponse({"code": 200, "data": data}, headers=headers)
     if version is not None:
         headers["X-APIMart-Response-Version"] = version
     data = views.submitted_view(
         row, signer=gateway.signer, base_url=base_url(gateway, request), version=version
     )
     return JsonResponse({"code": 200, "data": data}, headers=headers)
+
+
+def prefer_wait(header: str | None) -> int | None:
+    """N of a `Prefer: wait=N` header (0-60), None without one; other preferences are ignored."""
+    if header is None:
+        return None
+    for part in header.split(","):
+        token, _, value = part.split(";")[0].strip().partition("=")
+        if token.strip().lower() != "wait":
+            continue
+        value = value.strip().strip('"')
+        if not (value.isascii() and value.isdigit() and len(value) <= 3) or int(value) > MAX_PREFER_WAIT:
+            raise InvalidRequest("prefer_wait_invalid", param="Prefer", limit=MAX_PREFER_WAIT)
+        return int(value)
+    return None
+
+
+async def _hold(gateway: Gateway, request: Request, row: Any, seconds: int) -> Any:
+    """Re-read the task until it finishes, `seconds` pass or the caller hangs up (event loop free)."""
+    deadline = time.monotonic() + seconds
+    while row.status not in _FINISHED:
+        left = deadline - time.monotonic()
+        if left <= 0 or await request.is_disconnected():
+            break
+        await asyncio.sleep(min(_HOLD_POLL_SECONDS, left))
+        if gateway.database.is_sqlite:  # an indexed read is cheaper than a thread-pool hop
+            fresh = tasks.get(gateway.database, row.id)
+        else:
+            fresh = await run_in_threadpool(tasks.get, gateway.database, row.id)
+        row = fresh if fresh is not None else row
+    return row
 
 
 def _authenticate_and_enqueue(

@@ -1,0 +1,54 @@
+"""The vidgate Python SDK. Imports only httpx and pydantic: never server code."""
+
+from __future__ import annotations
+
+from vidgate.sdk.async_client import AsyncClient
+from vidgate.sdk.client import Client
+from vidgate.sdk.errors import (
+    APIConnectionError,
+    APIStatusError,
+    APITimeoutError,
+    AuthenticationError,
+    BadGatewayError,
+    BadRequestError,
+    ConflictError,
+    InternalServerError,
+    NotFoundError,
+    PaymentRequiredError,
+    PermissionDeniedError,
+    RateLimitError,
+    TaskFailedError,
+    VidgateError,
+    WaitTimeoutError,
+)
+from vidgate.sdk.pagination import AsyncTaskPage, TaskPage
+from vidgate.sdk.types import Balance, ResultVideo, SubmitResult, Task, TaskError, TaskResult, Upload
+
+__all__ = [
+    "APIConnectionError",
+    "APIStatusError",
+    "APITimeoutError",
+    "AsyncClient",
+    "AsyncTaskPage",
+    "AuthenticationError",
+    "BadGatewayError",
+    "BadRequestError",
+    "Balance",
+    "Client",
+    "ConflictError",
+    "InternalServerError",
+    "NotFoundError",
+    "PaymentRequiredError",
+    "PermissionDeniedError",
+    "RateLimitError",
+    "ResultVideo",
+    "SubmitResult",
+    "Task",
+    "TaskError",
+    "TaskFailedError",
+    "TaskPage",
+    "TaskResult",
+    "Upload",
+    "VidgateError",
+    "WaitTimeoutError",
+]

@@ -451,7 +451,9 @@ def bench(
     output: Annotated[Path, typer.Option(help="Where to write the JSON figures")] = Path(
         "bench/results/latest.json"
     ),
-    only: Annotated[str | None, typer.Option(help="Run one benchmark: renderer, api, relay or scale")] = None,
+    only: Annotated[
+        str | None, typer.Option(help="Run one benchmark: renderer, api, relay, scale or gpu")
+    ] = None,
 ) -> None:
     """Run the benchmarks in ./bench (from a source checkout) and write their figures as JSON."""
     script = Path("bench/run.py")

@@ -105,6 +105,28 @@ class Settings(BaseSettings):
     #: Encoder preset for the CPU renderer (x264 preset names).
     local_preset: str = "veryfast"
 
+    # --- diffusers engine (optional extra `vidgate[gpu]`; see providers/diffusers_wan.py) ----------
+    #: Checkpoint per Wan mode: a hub id or a local directory; empty: that mode is not served here.
+    #: Text-to-video (WanPipeline).
+    diffusers_t2v_model: str = ""
+    #: Image-to-video (WanImageToVideoPipeline).
+    diffusers_i2v_model: str = ""
+    #: First/last-frame transition (WanImageToVideoPipeline with last_image, e.g. Wan2.1-FLF2V).
+    diffusers_flf2v_model: str = ""
+    #: Multi-reference, fusion and extension (WanVACEPipeline).
+    diffusers_vace_model: str = ""
+    #: Torch device ("cuda", "cuda:1", "cpu"); empty: cuda when available, else cpu.
+    diffusers_device: str = ""
+    #: Weights dtype (bfloat16, float16, float32); empty: bfloat16 on cuda, float32 on cpu.
+    diffusers_dtype: str = ""
+    #: Native generation size (landscape WxH); other ratios keep its area, sides a multiple of 16.
+    diffusers_size: str = "832x480"
+    #: Native frame rate and the most frames the model generates at once (4k+1).
+    diffusers_fps: int = Field(default=16, ge=1)
+    diffusers_max_frames: int = Field(default=81, ge=1)
+    diffusers_steps: int = Field(default=50, ge=1)
+    diffusers_guidance_scale: float = 5.0
+
     @field_validator("public_url", "vidu_base_url", "pixverse_base_url", "apimart_base_url")
     @classmethod
     def _strip_slash(cls, value: str) -> str:

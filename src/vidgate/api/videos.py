@@ -172,8 +172,9 @@ def _check_extension_source(gateway: Gateway, key: keys.ApiKey, source_id: str, 
         raise InvalidRequest("extend_source_model", param=param, model=source.model)
     if source.status != Status.COMPLETED:
         raise InvalidRequest("extend_source_state", param=param, status=source.status)
-    # An upstream extends only videos it made itself; the local renderer extends any stored video.
-    if provider != "local" and source.provider != provider:
+    # An upstream extends only videos it made itself; an engine extends any stored video.
+    serving = gateway.router.enabled.get(provider)
+    if not (serving is not None and serving.extends_any_video) and source.provider != provider:
         raise InvalidRequest(
             "extend_source_provider", param=param, provider=source.provider, upstream=provider
         )

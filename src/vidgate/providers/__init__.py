@@ -81,6 +81,9 @@ class Provider(ABC):
     models: ClassVar[frozenset[str]] = frozenset()
     #: Tasks one worker process runs at once for this provider.
     concurrency: ClassVar[int] = 1
+    #: Whether it can extend any stored video (an engine working on our files), or only videos
+    #: it made itself (an upstream that needs its own job id).
+    extends_any_video: ClassVar[bool] = False
     #: Order in a model's default route (lower first): the model's own upstream, then a
     #: general relay, then the local renderer.
     preference: ClassVar[int] = 50

@@ -19,6 +19,7 @@ _PIXEL_FRAMES_PER_SECOND = 1280 * 720 * 100
 
 class LocalProvider(Provider, name="local"):
     models: ClassVar[frozenset[str]] = frozenset(catalog.MODELS)
+    extends_any_video: ClassVar[bool] = True
     preference: ClassVar[int] = 100
 
     def max_concurrency(self) -> int:

@@ -15,6 +15,7 @@ import pytest
 import sqlalchemy as sa
 from fastapi.testclient import TestClient
 from PIL import Image
+from sqlalchemy.pool import NullPool
 
 from vidgate import keys, migrations
 from vidgate.api import create_app
@@ -49,7 +50,8 @@ PG_ADMIN_URL = os.environ.get("VIDGATE_TEST_PG_URL", "postgresql://postgres@127.
 def fresh_postgres() -> Iterator[str]:
     """A new, empty PostgreSQL database on the local server, dropped afterwards."""
     name = f"vidgate_test_{uuid.uuid4().hex[:12]}"
-    admin = sa.create_engine(normalize_url(PG_ADMIN_URL), isolation_level="AUTOCOMMIT")
+    # No pool: a pooled connection would not survive a server restart in a test.
+    admin = sa.create_engine(normalize_url(PG_ADMIN_URL), isolation_level="AUTOCOMMIT", poolclass=NullPool)
     try:
         with admin.connect() as conn:
             conn.execute(sa.text(f'CREATE DATABASE "{name}"'))

@@ -16,6 +16,7 @@ import secrets
 import shutil
 import socket
 import time
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -23,7 +24,7 @@ from typing import Any
 import sqlalchemy as sa
 from PIL import Image
 
-from vidgate import catalog, db, images, prices, tasks
+from vidgate import catalog, db, images, logs, metrics, prices, tasks
 from vidgate import gc as storage_gc
 from vidgate.config import Settings
 from vidgate.errors import TaskFailure
@@ -88,6 +89,9 @@ class Worker:
 
     async def run(self, stop: asyncio.Event) -> None:
         self._loop = asyncio.get_running_loop()
+        # Every database call runs in a thread; asyncio's default pool (cores + 4 threads) lets
+        # heartbeats queue behind hundreds of ticks' writes until leases expire under load.
+        self._loop.set_default_executor(ThreadPoolExecutor(max_workers=32, thread_name_prefix="vidgate-db"))
         self._wakeup = asyncio.Event()
         await asyncio.to_thread(self._take_over_dead_local_owners)
         log.info("worker %s started (providers: %s)", self.owner, ", ".join(self.providers))
@@ -212,8 +216,10 @@ class Worker:
     # --- one tick --------------------------------------------------------------------------------
 
     async def _run_one(self, provider: Provider, row: sa.Row[Any]) -> None:
+        logs.task_id.set(row.id)  # this tick runs as its own asyncio task: the id stays in it
         lease = tasks.lease_of(row)
         if row.attempts > self.settings.max_attempts:
+            metrics.task_failed(provider.name, "worker_lost")
             error = TaskFailure("worker_lost", type="server_error", attempts=row.attempts - 1).as_error()
             await asyncio.to_thread(self._quietly, tasks.fail, self.database, lease, error)
             return
@@ -261,9 +267,11 @@ class Worker:
             if finish is not None:
                 await asyncio.to_thread(self._quietly, finish, self.database, lease)
             else:
+                metrics.task_failed(provider.name, failure.code)
                 await asyncio.to_thread(self._quietly, tasks.fail, self.database, lease, failure.as_error())
         except UpstreamUnavailable as exc:
             heartbeat.cancel()
+            metrics.upstream_unavailable(provider.name)
             await asyncio.to_thread(self._quietly, self._fall_back, row, lease, provider.name, exc.detail)
         except (RenderCancelled, tasks.LeaseLost):
             heartbeat.cancel()
@@ -283,7 +291,7 @@ class Worker:
         except Exception as exc:
             heartbeat.cancel()
             log.exception("task %s: unexpected error in provider %s", row.id, provider.name)
-            await asyncio.to_thread(self._retry_or_fail, lease, row.attempts, exc)
+            await asyncio.to_thread(self._retry_or_fail, lease, row.attempts, exc, provider.name)
         finally:
             heartbeat.cancel()
             self._states.pop(row.id, None)
@@ -332,6 +340,7 @@ class Worker:
             error = TaskFailure(
                 "upstream_unavailable", type="bad_gateway", upstream=current, detail=detail[:200]
             )
+            metrics.task_failed(current, "upstream_unavailable")
             tasks.fail(self.database, lease, error.as_error())
             return
         failures = int(state.get("unavailable", 0)) + 1
@@ -343,8 +352,9 @@ class Worker:
             upstream_state={**state, "unavailable": failures},
         )
 
-    def _retry_or_fail(self, lease: tasks.Lease, attempts: int, exc: Exception) -> None:
+    def _retry_or_fail(self, lease: tasks.Lease, attempts: int, exc: Exception, provider: str = "") -> None:
         if attempts >= self.settings.max_attempts:
+            metrics.task_failed(provider, "render_failed")
             error = TaskFailure("render_failed", type="server_error", detail=type(exc).__name__).as_error()
             self._quietly(tasks.fail, self.database, lease, error)
         else:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 from pathlib import Path
 
 import sqlalchemy as sa
@@ -36,8 +37,11 @@ def upgrade(database: Database, revision: str = "head") -> None:
             conn.commit()
         finally:
             if database.engine.dialect.name == "postgresql":
-                conn.execute(sa.text("SELECT pg_advisory_unlock(:id)"), {"id": _PG_LOCK_ID})
-                conn.commit()
+                # If the connection died (e.g. the server restarted), the lock died with it; an
+                # error here must not hide the one that brought us here.
+                with contextlib.suppress(sa.exc.DBAPIError):
+                    conn.execute(sa.text("SELECT pg_advisory_unlock(:id)"), {"id": _PG_LOCK_ID})
+                    conn.commit()
 
 
 def head_revision() -> str | None:

@@ -27,9 +27,10 @@ err = Console(stderr=True)
 
 
 def _log_setup() -> None:
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
-    # One line per upstream request would drown everything else (and cost CPU at thousands a second).
-    logging.getLogger("httpx").setLevel(logging.WARNING)
+    """Text lines, or JSON objects with `VIDGATE_LOG_FORMAT=json` (see logs.py)."""
+    from vidgate import logs
+
+    logs.setup(os.environ.get("VIDGATE_LOG_FORMAT", "text"), level=logging.INFO)
 
 
 def _database(settings: Settings, *, migrate: bool = True):  # type: ignore[no-untyped-def]

@@ -78,6 +78,14 @@ class Settings(BaseSettings):
     #: Prefix of every Redis key vidgate writes (deployments sharing one Redis need their own).
     redis_prefix: str = "vidgate:"
 
+    # --- operations (metrics.py, logs.py; docs/operations.md) --------------------------------------
+    #: Serve Prometheus metrics at GET /metrics (off: the route does not exist and nothing is counted).
+    metrics: bool = False
+    #: When set, /metrics wants `Authorization: Bearer <token>`; empty: open (keep it off the internet).
+    metrics_token: str = ""
+    #: `text` (default) or `json`: one JSON object per line with request and task ids.
+    log_format: str = "text"
+
     # --- upstreams (a provider is enabled when its API key is set) ---------------------------------
     vidu_api_key: str = ""
     vidu_base_url: str = "https://api.vidu.com"

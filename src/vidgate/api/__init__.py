@@ -4,15 +4,17 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import hmac
 import inspect
 import time
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
 
-from fastapi import FastAPI
+from fastapi import FastAPI, Request, Response
+from fastapi.concurrency import run_in_threadpool
 
 import vidgate
-from vidgate import prices, ratelimit
+from vidgate import logs, metrics, prices, ratelimit
 from vidgate.api.responses import JsonResponse
 from vidgate.config import Settings
 from vidgate.db import Database
@@ -62,6 +64,21 @@ def build_gateway(settings: Settings, *, run_worker: bool) -> Gateway:
     return gateway
 
 
+async def _metrics_endpoint(request: Request) -> Response:
+    """GET /metrics (VIDGATE_METRICS=true): Prometheus text; a bearer token when one is set."""
+    gateway: Gateway = request.app.state.gateway
+    token = gateway.settings.metrics_token
+    if token:
+        from vidgate.api.auth import parse_bearer
+        from vidgate.errors import AuthenticationFailed
+
+        given = parse_bearer(request.headers.get("authorization", "")) or ""
+        if not hmac.compare_digest(given.encode(), token.encode()):
+            raise AuthenticationFailed()
+    body = await run_in_threadpool(metrics.render, gateway.database)
+    return Response(body, media_type=metrics.CONTENT_TYPE)
+
+
 def create_app(settings: Settings, *, run_worker: bool = True) -> FastAPI:
     from starlette.routing import Route
 
@@ -97,6 +114,12 @@ def create_app(settings: Settings, *, run_worker: bool = True) -> FastAPI:
     )
     errors.install(app)
     app.add_middleware(auth.RateLimitHeaders)
+    if settings.metrics:
+        app.add_middleware(metrics.RequestMetrics)
+        app.router.routes.append(
+            Route("/metrics", _metrics_endpoint, methods=["GET"], include_in_schema=False)
+        )
+    app.add_middleware(logs.RequestIds)  # outermost: every log line of a request carries its id
     # First in the list: polling is most of the traffic, so it should not wait on route matching.
     fast = tasks_routes.fast_route
     app.router.routes.insert(0, Route(fast.path, auth.LimitedPoll(fast.endpoint), methods=["GET"]))

@@ -225,7 +225,7 @@ class RelayProvider(Provider):
         ctx.set_phase(Phase.DOWNLOADING)
         assert job.video_url is not None
         video = await self.download(job.video_url, ctx.workdir() / "video.mp4")
-        facts = _probe(video)
+        facts = await asyncio.to_thread(_probe, video)  # decoding headers is CPU work: off the loop
         video_key = f"results/{ctx.task_id}/video.mp4"
         size = ctx.store_file(video_key, video)
         # The upstream's id stays server-side; an extension at the same upstream needs it.

@@ -1,0 +1,249 @@
+"""Operations: Prometheus /metrics (VIDGATE_METRICS) and JSON logs with request and task ids."""
+
+from __future__ import annotations
+
+import io
+import json
+import logging
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from typing import Any
+
+import pytest
+from fastapi.testclient import TestClient
+from prometheus_client.parser import text_string_to_metric_families
+
+from vidgate import cli, logs, tasks
+from vidgate.api import create_app
+from vidgate.config import Settings
+from vidgate.db import Database
+
+from .conftest import auth
+
+PIX = {"model": "pixverse-v6", "prompt": "a red kite", "resolution": "360p", "duration": 1}
+
+Samples = dict[tuple[str, frozenset[tuple[str, str]]], float]
+
+
+def scrape(client: TestClient, **headers: str) -> Samples:
+    response = client.get("/metrics", headers=headers)
+    assert response.status_code == 200, response.text
+    assert response.headers["content-type"].startswith("text/plain")
+    samples: Samples = {}
+    for family in text_string_to_metric_families(response.text):
+        for s in family.samples:
+            samples[(s.name, frozenset(s.labels.items()))] = s.value
+    return samples
+
+
+def value(samples: Samples, name: str, **labels: str) -> float | None:
+    return samples.get((name, frozenset(labels.items())))
+
+
+@contextmanager
+def app_client(
+    settings: Settings, secret: str, *, worker: bool = False, **overrides: Any
+) -> Iterator[TestClient]:
+    configured = settings.model_copy(update=overrides)
+    with TestClient(create_app(configured, run_worker=worker), headers=auth(secret)) as c:
+        yield c
+
+
+def wait_terminal(client: TestClient, task_id: str, timeout: float = 20) -> dict[str, Any]:
+    deadline = time.time() + timeout
+    while time.time() < deadline:
+        data: dict[str, Any] = client.get(f"/v1/tasks/{task_id}").json()["data"]
+        if data["status"] in ("completed", "failed", "cancelled"):
+            return data
+        time.sleep(0.05)
+    raise AssertionError(f"task {task_id} did not finish: {data}")
+
+
+# --- /metrics ----------------------------------------------------------------------------------------
+
+
+def test_metrics_are_off_by_default(client: TestClient) -> None:
+    response = client.get("/metrics")
+    assert response.status_code == 404
+    assert response.json()["error"]["code"] == 404
+    assert "/metrics" not in client.get("/openapi.json").text
+
+
+def test_scrape_counts_requests_tasks_queue_and_ledger(
+    settings: Settings, database: Database, api_key: str
+) -> None:
+    with app_client(settings, api_key, metrics=True) as c:
+        before = scrape(c)  # the request counters belong to the process: compare with a baseline
+        task_id = c.post("/v1/videos/generations", json=PIX).json()["data"][0]["task_id"]
+        for _ in range(3):
+            assert c.get(f"/v1/tasks/{task_id}").status_code == 200
+        assert c.get("/v1/tasks/task_nope").status_code == 404
+        assert c.get("/no/such/path/12345").status_code == 404
+        time.sleep(0.02)
+        samples = scrape(c)
+
+    def grew(name: str, **labels: str) -> float:
+        return (value(samples, name, **labels) or 0) - (value(before, name, **labels) or 0)
+
+    requests = "vidgate_http_requests_total"
+    poll = {"method": "GET", "route": "/v1/tasks/{task_id}"}
+    assert grew(requests, **poll, status="200") == 3
+    assert grew(requests, **poll, status="404") == 1
+    assert grew(requests, method="POST", route="/v1/videos/generations", status="200") == 1
+    # Unknown paths share one series: a client cannot mint new ones.
+    assert grew(requests, method="GET", route="unmatched", status="404") == 1
+    assert not any("12345" in str(labels) for _, labels in samples)
+    assert grew("vidgate_http_request_duration_seconds_count", **poll) == 4
+
+    assert value(samples, "vidgate_tasks", status="pending", provider="local") == 1
+    assert value(samples, "vidgate_queue_depth", provider="local") == 1
+    age = value(samples, "vidgate_queue_oldest_pending_age_seconds", provider="local")
+    assert age is not None and 0 < age < 30
+    lag = value(samples, "vidgate_queue_lag_seconds", provider="local")
+    assert lag is not None and 0 <= lag < 30
+    assert value(samples, "vidgate_ledger_entries_total", kind="hold") == 1
+    assert value(samples, "vidgate_ledger_amount_total", kind="hold") is not None
+
+
+def test_metrics_token(settings: Settings, database: Database, api_key: str) -> None:
+    with app_client(settings, api_key, metrics=True, metrics_token="scrape-me") as c:
+        refused = c.get("/metrics", headers={"Authorization": "Bearer wrong"})
+        assert refused.status_code == 401
+        assert refused.json()["error"]["type"] == "authentication_error"
+        # An API key is not the metrics token either.
+        assert c.get("/metrics").status_code == 401
+        assert scrape(c, Authorization="Bearer scrape-me")
+
+
+def test_a_failed_task_counts_by_provider_and_code(
+    settings: Settings, database: Database, api_key: str
+) -> None:
+    body = {**PIX, "image_urls": ["http://127.0.0.1:9/a.png"]}
+    with app_client(settings, api_key, worker=True, metrics=True, allow_private_urls=False) as c:
+        before = value(scrape(c), "vidgate_task_failures_total", provider="local", code="image_url_refused")
+        task_id = c.post("/v1/videos/generations", json=body).json()["data"][0]["task_id"]
+        assert wait_terminal(c, task_id)["status"] == "failed"
+        samples = scrape(c)
+    after = value(samples, "vidgate_task_failures_total", provider="local", code="image_url_refused")
+    assert after == (before or 0) + 1
+    assert value(samples, "vidgate_tasks", status="failed", provider="local") == 1
+    assert value(samples, "vidgate_ledger_entries_total", kind="release") == 1
+
+
+# --- request ids and JSON logs -------------------------------------------------------------------------
+
+
+@contextmanager
+def json_lines(name: str = "vidgate") -> Iterator[io.StringIO]:
+    """Records of logger `name` and below, formatted by logs.JsonFormatter into a buffer."""
+    buffer = io.StringIO()
+    handler = logging.StreamHandler(buffer)
+    handler.setFormatter(logs.JsonFormatter())
+    handler.addFilter(logs.RedactingFilter())
+    logger = logging.getLogger(name)
+    old_level = logger.level
+    logger.addHandler(handler)
+    logger.setLevel(logging.INFO)
+    try:
+        yield buffer
+    finally:
+        logger.removeHandler(handler)
+        logger.setLevel(old_level)
+
+
+def parsed(buffer: io.StringIO) -> list[dict[str, Any]]:
+    return [json.loads(line) for line in buffer.getvalue().splitlines() if line.strip()]
+
+
+def test_request_id_is_answered_and_reaches_the_logs(
+    settings: Settings, database: Database, api_key: str
+) -> None:
+    app = create_app(settings, run_worker=False)
+
+    @app.get("/_test_log")
+    def log_something() -> dict[str, str]:  # a sync route: runs in the thread pool
+        logging.getLogger("vidgate.test").info("inside the request")
+        return {}
+
+    with TestClient(app, headers=auth(api_key)) as c, json_lines() as buffer:
+        given = c.get("/_test_log", headers={"X-Request-Id": "abc-123.X"})
+        made = c.get("/_test_log")
+        hostile = c.get("/_test_log", headers={"X-Request-Id": "x" * 65})
+        unknown = c.get("/v1/tasks/task_nope")  # the bare poll endpoint, an error envelope
+    assert given.headers["x-request-id"] == "abc-123.X"
+    assert len(made.headers["x-request-id"]) == 16
+    assert hostile.headers["x-request-id"] != "x" * 65
+    assert unknown.status_code == 404 and unknown.headers["x-request-id"]
+    lines = parsed(buffer)
+    assert [line["request_id"] for line in lines] == [
+        "abc-123.X",
+        made.headers["x-request-id"],
+        hostile.headers["x-request-id"],
+    ]
+    for line in lines:
+        assert set(line) == {"time", "level", "logger", "message", "request_id"}
+        assert (line["level"], line["logger"], line["message"]) == (
+            "INFO",
+            "vidgate.test",
+            "inside the request",
+        )
+
+
+def test_worker_logs_carry_the_task_id(
+    settings: Settings, database: Database, api_key: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    real_fail = tasks.fail
+
+    def fail(*args: Any, **kwargs: Any) -> None:
+        logging.getLogger("vidgate.test").warning("failing a task")
+        real_fail(*args, **kwargs)
+
+    monkeypatch.setattr(tasks, "fail", fail)
+    body = {**PIX, "image_urls": ["http://127.0.0.1:9/a.png"]}
+    with json_lines() as buffer, app_client(settings, api_key, worker=True, allow_private_urls=False) as c:
+        task_id = c.post("/v1/videos/generations", json=body).json()["data"][0]["task_id"]
+        assert wait_terminal(c, task_id)["status"] == "failed"
+    [line] = [line for line in parsed(buffer) if line["message"] == "failing a task"]
+    assert line["task_id"] == task_id
+    assert line["level"] == "WARNING"
+    assert "request_id" not in line  # the worker's tick is not inside the submit's request
+
+
+def test_json_formatter_exceptions_and_redaction() -> None:
+    with json_lines("vidgate.test") as buffer:
+        log = logging.getLogger("vidgate.test")
+        log.info("key %s and Authorization: Bearer %s", "vg_abcdefghijklmnop", "sk-upstream-secret")
+        try:
+            raise ValueError("boom vg_abcdefghijklmnop")
+        except ValueError:
+            log.exception("it failed")
+    first, second = parsed(buffer)
+    assert first["message"] == "key [redacted] and Authorization: Bearer [redacted]"
+    assert second["message"] == "it failed"
+    assert "ValueError: boom [redacted]" in second["exception"]
+    assert "vg_abcdefghijklmnop" not in buffer.getvalue()
+
+
+def test_log_format_json_configures_the_root_logger(monkeypatch: pytest.MonkeyPatch) -> None:
+    root = logging.getLogger()
+    saved = (list(root.handlers), root.level)
+    monkeypatch.setenv("VIDGATE_LOG_FORMAT", "json")
+    try:
+        cli._log_setup()
+        [handler] = root.handlers
+        assert isinstance(handler.formatter, logs.JsonFormatter)
+        record = logging.LogRecord("vidgate.x", logging.INFO, __file__, 1, "hello %s", ("you",), None)
+        token = logs.task_id.set("task_1")
+        try:
+            line = json.loads(handler.format(record))
+        finally:
+            logs.task_id.reset(token)
+        assert line["message"] == "hello you" and line["task_id"] == "task_1"
+        assert line["time"].endswith("Z")
+    finally:
+        for h in list(root.handlers):
+            root.removeHandler(h)
+        for h in saved[0]:
+            root.addHandler(h)
+        root.setLevel(saved[1])

@@ -114,6 +114,7 @@ def create_app(settings: Settings, *, run_worker: bool = True) -> FastAPI:
     )
     errors.install(app)
     app.add_middleware(auth.RateLimitHeaders)
+    app.add_middleware(tasks_routes.PollFastLane)  # polls skip the layers below (see its docstring)
     if settings.metrics:
         app.add_middleware(metrics.RequestMetrics)
         app.router.routes.append(

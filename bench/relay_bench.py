@@ -21,7 +21,7 @@ from typing import Any
 
 JOBS = int(os.environ.get("VIDGATE_BENCH_RELAY_JOBS", "2000"))
 POLL_SECONDS = float(os.environ.get("VIDGATE_BENCH_RELAY_POLL", "5"))
-TIME_FACTOR = float(os.environ.get("VIDGATE_BENCH_RELAY_TIME_FACTOR", "6"))
+TIME_FACTOR = float(os.environ.get("VIDGATE_BENCH_RELAY_TIME_FACTOR", "3"))
 # Upstream processing = base + per_second * duration, durations 1..16 s: 120 s to 600 s.
 BASE_S, PER_SECOND_S = 88.0, 32.0
 RSS_TARGET_MB = 300.0

@@ -28,9 +28,11 @@ from typing import Any
 HERE = Path(__file__).resolve().parent
 PG_ADMIN = os.environ.get("VIDGATE_BENCH_PG_URL", "postgresql://postgres@127.0.0.1:5432/postgres")
 SECONDS = float(os.environ.get("VIDGATE_BENCH_SECONDS", "5"))
-SCALE_TASKS = int(os.environ.get("VIDGATE_BENCH_SCALE_TASKS", "240"))
-LATENCY = 0.1
-TICKS_PER_WORKER = 4
+SCALE_TASKS = int(os.environ.get("VIDGATE_BENCH_SCALE_TASKS", "60"))
+LATENCY = 0.5
+TICKS_PER_WORKER = 2
+#: Client connections submitting at once (PostgreSQL commits concurrent transactions together).
+CONCURRENCY = int(os.environ.get("VIDGATE_BENCH_SUBMIT_CONNECTIONS", "16"))
 
 sys.path.insert(0, str(HERE))
 from api_bench import _free_port, _serve  # noqa: E402
@@ -91,7 +93,7 @@ def _submits(url: str, tmp: Path, processes: int) -> float:
                     str(port),
                     "/v1/videos/generations",
                     str(SECONDS),
-                    str(16 // processes),
+                    str(CONCURRENCY // processes),
                     f"Authorization: Bearer {secret}",
                 ],
                 env=env,
@@ -182,10 +184,6 @@ def _throughput(url: str, workers: int, tmp: Path) -> float:
     request = catalog.parse(body)
     app = fake_vidu.create_app(config)
     with serving(app) as upstream:
-        for _ in range(SCALE_TASKS):
-            tasks.create(
-                database, key_id=key_id, request=request, body=body, provider="vidu", estimated_time=5
-            )
         env = {
             **os.environ,
             "VIDGATE_DATA_DIR": str(tmp / "data"),
@@ -198,15 +196,24 @@ def _throughput(url: str, workers: int, tmp: Path) -> float:
             "VIDGATE_POLL_INTERVAL_SECONDS": "0.05",
             "VIDGATE_ROUTES": json.dumps({"viduq3-mix": ["vidu"]}),
         }
+        logs = [tmp / f"worker-{workers}-{i}.log" for i in range(workers)]
         procs = [
             subprocess.Popen(
                 [sys.executable, "-m", "vidgate", "worker"],
                 env=env,
-                stdout=subprocess.DEVNULL,
-                stderr=subprocess.DEVNULL,
+                stdout=log.open("wb"),
+                stderr=subprocess.STDOUT,
             )
-            for _ in range(workers)
+            for log in logs
         ]
+        # Throughput, not start-up: the clock starts once every worker is running.
+        ready_by = time.perf_counter() + 60
+        while not all("started" in log.read_text() for log in logs) and time.perf_counter() < ready_by:
+            time.sleep(0.1)
+        for _ in range(SCALE_TASKS):
+            tasks.create(
+                database, key_id=key_id, request=request, body=body, provider="vidu", estimated_time=5
+            )
         start = time.perf_counter()
         try:
             while True:

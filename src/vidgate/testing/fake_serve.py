@@ -17,7 +17,10 @@ _lock = threading.Lock()
 def serve_in_thread(app: Any, host: str = "127.0.0.1", port: int = 0, timeout_s: float = 10.0) -> str:
     """Start `app` on an ephemeral port (lifespan on, so background tickers run); returns the base
     URL, e.g. `http://127.0.0.1:41234`. Stop it with `stop_server(base_url)`."""
-    config = uvicorn.Config(app, host=host, port=port, log_level="warning", lifespan="on", ws="none")
+    # log_config=None: no handler bound to whatever sys.stderr is now (a test's captured stream).
+    config = uvicorn.Config(
+        app, host=host, port=port, log_level="warning", lifespan="on", ws="none", log_config=None
+    )
     server = uvicorn.Server(config)
     thread = threading.Thread(target=server.run, name=f"fake-upstream-{id(app)}", daemon=True)
     thread.start()

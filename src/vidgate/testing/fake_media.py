@@ -19,21 +19,13 @@ import av
 import numpy as np
 from PIL import Image
 
+# The tier and ratio tables vidgate renders with (the fakes report the sizes upstreams do).
+from vidgate.render.sizes import RATIOS as RATIOS
+from vidgate.render.sizes import TIERS as TIERS
+
 FPS = 8
 SMALL_SHORT_SIDE = 90
 AUDIO_RATE = 16000
-
-TIERS: dict[str, int] = {"360p": 360, "540p": 540, "720p": 720, "1080p": 1080}
-RATIOS: dict[str, Fraction] = {
-    "16:9": Fraction(16, 9),
-    "9:16": Fraction(9, 16),
-    "4:3": Fraction(4, 3),
-    "3:4": Fraction(3, 4),
-    "1:1": Fraction(1, 1),
-    "2:3": Fraction(2, 3),
-    "3:2": Fraction(3, 2),
-    "21:9": Fraction(21, 9),
-}
 
 
 def _even(value: float | Fraction) -> int:

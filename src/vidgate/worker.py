@@ -218,7 +218,7 @@ class Worker:
     async def _run_one(self, provider: Provider, row: sa.Row[Any]) -> None:
         logs.task_id.set(row.id)  # this tick runs as its own asyncio task: the id stays in it
         lease = tasks.lease_of(row)
-        if row.attempts > self.settings.max_attempts:
+        if row.attempts > self._attempt_limit(provider):
             metrics.task_failed(provider.name, "worker_lost")
             error = TaskFailure("worker_lost", type="server_error", attempts=row.attempts - 1).as_error()
             await asyncio.to_thread(self._quietly, tasks.fail, self.database, lease, error)
@@ -291,7 +291,7 @@ class Worker:
         except Exception as exc:
             heartbeat.cancel()
             log.exception("task %s: unexpected error in provider %s", row.id, provider.name)
-            await asyncio.to_thread(self._retry_or_fail, lease, row.attempts, exc, provider.name)
+            await asyncio.to_thread(self._retry_or_fail, lease, row.attempts, exc, provider)
         finally:
             heartbeat.cancel()
             self._states.pop(row.id, None)
@@ -352,13 +352,22 @@ class Worker:
             upstream_state={**state, "unavailable": failures},
         )
 
-    def _retry_or_fail(self, lease: tasks.Lease, attempts: int, exc: Exception, provider: str = "") -> None:
-        if attempts >= self.settings.max_attempts:
-            metrics.task_failed(provider, "render_failed")
-            error = TaskFailure("render_failed", type="server_error", detail=type(exc).__name__).as_error()
+    def _attempt_limit(self, provider: Provider) -> int:
+        """Interrupted or failed runs a task may have before it is failed. An engine run can
+        crash its worker every time (a poison input), so it gets `max_attempts`. A relay tick is
+        one idempotent, fenced HTTP exchange: a takeover after a slow tick on a busy machine or a
+        database restart is no sign of poison, and the task's deadline bounds it anyway."""
+        return self.settings.max_attempts * (10 if isinstance(provider, RelayProvider) else 1)
+
+    def _retry_or_fail(self, lease: tasks.Lease, attempts: int, exc: Exception, provider: Provider) -> None:
+        if attempts >= self._attempt_limit(provider):
+            code = "task_error" if isinstance(provider, RelayProvider) else "render_failed"
+            metrics.task_failed(provider.name, code)
+            error = TaskFailure(code, type="server_error", detail=type(exc).__name__).as_error()
             self._quietly(tasks.fail, self.database, lease, error)
         else:
-            self._quietly(tasks.release, self.database, lease, delay=2.0**attempts, reset_attempts=False)
+            delay = min(60.0, 2.0**attempts)
+            self._quietly(tasks.release, self.database, lease, delay=delay, reset_attempts=False)
 
     @staticmethod
     def _quietly(fn: Any, *args: Any, **kwargs: Any) -> None:

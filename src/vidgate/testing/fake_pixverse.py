@@ -10,13 +10,11 @@ See docs/fake-upstreams.md for the knobs and counters.
 
 from __future__ import annotations
 
-import argparse
 import io
 import json
 from collections.abc import Awaitable, Callable
 from typing import Any
 
-import uvicorn
 from PIL import Image, UnidentifiedImageError
 from starlette.datastructures import UploadFile
 from starlette.exceptions import HTTPException
@@ -37,7 +35,7 @@ from vidgate.testing.fake_pixverse_spec import (
     pixverse_webhook_signature,
     validate_generate,
 )
-from vidgate.testing.fake_serve import free_port
+from vidgate.testing.fake_serve import run_cli
 
 __all__ = [
     "FakePixVerse",
@@ -229,23 +227,13 @@ def create_app(config: FakePixVerseConfig | None = None) -> FakeApp[FakePixVerse
 
 
 def main(argv: list[str] | None = None) -> None:
-    parser = argparse.ArgumentParser(
-        prog="python -m vidgate.testing.fake_pixverse", description="Fake PixVerse"
-    )
-    parser.add_argument("--host", default="127.0.0.1")
-    parser.add_argument("--port", type=int, default=8702, help="0 picks a free port")
-    parser.add_argument("--api-key", default=FakePixVerseConfig().api_key)
-    parser.add_argument("--time-factor", type=float, default=1.0, help="virtual seconds per real second")
-    parser.add_argument("--seed", type=int, default=None)
-    parser.add_argument("--config-json", default="{}", help="any other knobs, as a JSON object")
-    args = parser.parse_args(argv)
-    knobs = {**json.loads(args.config_json), "api_key": args.api_key, "time_factor": args.time_factor}
-    if args.seed is not None:
-        knobs["seed"] = args.seed
-    port = args.port or free_port(args.host)
-    print(f"http://{args.host}:{port}", flush=True)
-    uvicorn.run(
-        create_app(FakePixVerseConfig(**knobs)), host=args.host, port=port, log_level="warning", ws="none"
+    run_cli(
+        argv,
+        prog="python -m vidgate.testing.fake_pixverse",
+        description="Fake PixVerse",
+        default_port=8702,
+        config_cls=FakePixVerseConfig,
+        create_app=create_app,
     )
 
 

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import argparse
 import contextlib
+import json
 import threading
 import time
 from collections.abc import Iterator
@@ -65,3 +67,29 @@ def free_port(host: str = "127.0.0.1") -> int:
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
         sock.bind((host, 0))
         return int(sock.getsockname()[1])
+
+
+def run_cli(
+    argv: list[str] | None,
+    *,
+    prog: str,
+    description: str,
+    default_port: int,
+    config_cls: Any,
+    create_app: Any,
+) -> None:
+    """`python -m vidgate.testing.fake_<name>`: the same flags for every fake upstream."""
+    parser = argparse.ArgumentParser(prog=prog, description=description)
+    parser.add_argument("--host", default="127.0.0.1")
+    parser.add_argument("--port", type=int, default=default_port, help="0 picks a free port")
+    parser.add_argument("--api-key", default=config_cls().api_key)
+    parser.add_argument("--time-factor", type=float, default=1.0, help="virtual seconds per real second")
+    parser.add_argument("--seed", type=int, default=None)
+    parser.add_argument("--config-json", default="{}", help="any other knobs, as a JSON object")
+    args = parser.parse_args(argv)
+    knobs = {**json.loads(args.config_json), "api_key": args.api_key, "time_factor": args.time_factor}
+    if args.seed is not None:
+        knobs["seed"] = args.seed
+    port = args.port or free_port(args.host)
+    print(f"http://{args.host}:{port}", flush=True)
+    uvicorn.run(create_app(config_cls(**knobs)), host=args.host, port=port, log_level="warning", ws="none")

@@ -9,7 +9,6 @@ See docs/fake-upstreams.md for the knobs and counters.
 
 from __future__ import annotations
 
-import argparse
 import base64
 import binascii
 import json
@@ -17,7 +16,6 @@ from datetime import datetime
 from typing import Any
 
 import httpx
-import uvicorn
 from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import BaseRoute, Route
@@ -25,7 +23,7 @@ from starlette.routing import BaseRoute, Route
 from vidgate.testing.fake_common import FakeApp
 from vidgate.testing.fake_faults import Reply, pick_fault
 from vidgate.testing.fake_media import nearest_ratio
-from vidgate.testing.fake_serve import free_port
+from vidgate.testing.fake_serve import run_cli
 from vidgate.testing.fake_vidu_spec import (
     MODEL_VERSION,
     FakeViduConfig,
@@ -267,23 +265,13 @@ def create_app(config: FakeViduConfig | None = None) -> FakeApp[FakeVidu]:
 
 
 def main(argv: list[str] | None = None) -> None:
-    parser = argparse.ArgumentParser(
-        prog="python -m vidgate.testing.fake_vidu", description="Fake Vidu upstream"
-    )
-    parser.add_argument("--host", default="127.0.0.1")
-    parser.add_argument("--port", type=int, default=8701, help="0 picks a free port")
-    parser.add_argument("--api-key", default=FakeViduConfig().api_key)
-    parser.add_argument("--time-factor", type=float, default=1.0, help="virtual seconds per real second")
-    parser.add_argument("--seed", type=int, default=None)
-    parser.add_argument("--config-json", default="{}", help="any other knobs, as a JSON object")
-    args = parser.parse_args(argv)
-    knobs = {**json.loads(args.config_json), "api_key": args.api_key, "time_factor": args.time_factor}
-    if args.seed is not None:
-        knobs["seed"] = args.seed
-    port = args.port or free_port(args.host)
-    print(f"http://{args.host}:{port}", flush=True)
-    uvicorn.run(
-        create_app(FakeViduConfig(**knobs)), host=args.host, port=port, log_level="warning", ws="none"
+    run_cli(
+        argv,
+        prog="python -m vidgate.testing.fake_vidu",
+        description="Fake Vidu upstream",
+        default_port=8701,
+        config_cls=FakeViduConfig,
+        create_app=create_app,
     )
 
 

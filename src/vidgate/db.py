@@ -7,6 +7,7 @@ The CHECK constraints repeat `status.py` so that no writer, however buggy, store
 from __future__ import annotations
 
 import threading
+import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from typing import Any
@@ -275,9 +276,42 @@ class Database:
             self._hot.dispose()
 
 
+#: A pooled connection idle longer than this is pinged before use; one used more recently is not.
+PING_AFTER_IDLE_SECONDS = 1.0
+
+
+def _ping_when_idle(engine: Engine) -> None:
+    """Pessimistic disconnect handling without a round trip per checkout.
+
+    `pool_pre_ping` pings on every checkout: two extra round trips per submit. Here only a
+    connection that sat idle is pinged (after a database restart, the pool's idle connections are
+    dead); a connection in steady use is not, and if the server dies under it the failing statement
+    makes SQLAlchemy invalidate the whole pool.
+    """
+
+    @event.listens_for(engine, "checkin")
+    def _checkin(_dbapi_conn: Any, record: Any) -> None:
+        record.info["idle_since"] = time.monotonic()
+
+    @event.listens_for(engine, "checkout")
+    def _checkout(dbapi_conn: Any, record: Any, _proxy: Any) -> None:
+        idle_since = record.info.get("idle_since")
+        if idle_since is None or time.monotonic() - idle_since < PING_AFTER_IDLE_SECONDS:
+            return
+        try:
+            dbapi_conn.execute("SELECT 1")
+            if not dbapi_conn.autocommit:
+                dbapi_conn.rollback()
+        except Exception as exc:
+            # The pool discards this connection and checks out (or opens) another one.
+            raise sa.exc.DisconnectionError() from exc
+
+
 def _make_engine(url: str, *, echo: bool, poolclass: type[Pool] | None = None) -> Engine:
     if not url.startswith("sqlite"):
-        return sa.create_engine(url, echo=echo, pool_pre_ping=True, pool_size=10, max_overflow=20)
+        engine = sa.create_engine(url, echo=echo, pool_size=10, max_overflow=20)
+        _ping_when_idle(engine)
+        return engine
 
     options: dict[str, Any] = {"poolclass": poolclass} if poolclass is not None else {}
     engine = sa.create_engine(

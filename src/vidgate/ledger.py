@@ -28,6 +28,9 @@ K = db.api_keys
 ZERO = Decimal(0)
 
 
+_INSERT = L.insert()  # built once: its compiled form is cached (see tasks._INSERT_EVENT)
+
+
 def _row(
     conn: Connection,
     *,
@@ -39,15 +42,16 @@ def _row(
     note: str | None = None,
 ) -> None:
     conn.execute(
-        L.insert().values(
-            key_id=key_id,
-            task_id=task_id,
-            kind=kind,
-            amount=amount,
-            balance_after=balance_after,
-            created_at=time.time(),
-            note=note,
-        )
+        _INSERT,
+        {
+            "key_id": key_id,
+            "task_id": task_id,
+            "kind": kind,
+            "amount": amount,
+            "balance_after": balance_after,
+            "created_at": time.time(),
+            "note": note,
+        },
     )
 
 

@@ -152,7 +152,7 @@ def run() -> dict[str, object]:
     from vidgate.api import create_app
     from vidgate.config import Settings
     from vidgate.db import Database
-    from vidgate.providers import diffusers_wan
+    from vidgate.providers import _wan_engine as wan_engine
 
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
     with tempfile.TemporaryDirectory(prefix="vidgate-gpu-bench-") as tmp:
@@ -177,17 +177,17 @@ def run() -> dict[str, object]:
         warm: list[float] = []
         with TestClient(create_app(settings), headers={"Authorization": f"Bearer {secret}"}) as client:
             cold = _through_api(client)
-            load_s = diffusers_wan.last_stats.load_s
-            pipe = next(iter(diffusers_wan.resident().values()))
+            load_s = wan_engine.last_stats.load_s
+            pipe = next(iter(wan_engine.resident().values()))
             for _ in range(ROUNDS):
                 torch.cuda.reset_peak_memory_stats()
                 warm.append(_through_api(client))
                 peaks.append(int(torch.cuda.max_memory_allocated()))
-                vidgate_steps.append(_step_mean(diffusers_wan.last_stats.step_s))
+                vidgate_steps.append(_step_mean(wan_engine.last_stats.step_s))
                 step, peak = _direct(pipe, settings)
                 direct_steps.append(step)
                 peaks.append(peak)
-            finish_s = diffusers_wan.last_stats.finish_s
+            finish_s = wan_engine.last_stats.finish_s
         database.dispose()
     ours, direct = min(vidgate_steps), min(direct_steps)
     overhead = ours / direct - 1.0

@@ -33,6 +33,7 @@ from vidgate.config import Settings  # noqa: E402
 from vidgate.db import Database  # noqa: E402
 from vidgate.errors import TaskFailure  # noqa: E402
 from vidgate.providers import Router  # noqa: E402
+from vidgate.providers import _wan_engine as engine  # noqa: E402
 from vidgate.providers import diffusers_wan as dw  # noqa: E402
 from vidgate.render import RenderCancelled  # noqa: E402
 
@@ -200,8 +201,8 @@ def test_disabled_without_a_checkpoint() -> None:
     assert "diffusers" not in Router(Settings()).enabled
 
 
-def job(mode: str = "text", seed: int = 5) -> dw.Job:
-    return dw.Job(
+def job(mode: str = "text", seed: int = 5) -> engine.Job:
+    return engine.Job(
         mode=mode,
         prompt="a boat",
         negative_prompt="",
@@ -219,9 +220,9 @@ def job(mode: str = "text", seed: int = 5) -> dw.Job:
 
 def test_same_seed_same_video(checkpoints: dict[str, Path]) -> None:
     settings = Settings(**all_modes(checkpoints))
-    first = dw.generate(settings, job(seed=5), lambda f: None, lambda: False)
-    again = dw.generate(settings, job(seed=5), lambda f: None, lambda: False)
-    other = dw.generate(settings, job(seed=6), lambda f: None, lambda: False)
+    first = engine.generate(settings, job(seed=5), lambda f: None, lambda: False)
+    again = engine.generate(settings, job(seed=5), lambda f: None, lambda: False)
+    other = engine.generate(settings, job(seed=6), lambda f: None, lambda: False)
     assert first.shape == (9, 32, 48, 3)
     np.testing.assert_array_equal(first, again)
     assert not np.array_equal(first, other)
@@ -231,10 +232,10 @@ def test_progress_per_step_and_cancel_between_steps(checkpoints: dict[str, Path]
     settings = Settings(**{**all_modes(checkpoints), "diffusers_steps": 4})
     seen: list[float] = []
     with pytest.raises(RenderCancelled, match="after 2 of 4 steps"):
-        dw.generate(settings, job(), seen.append, lambda: len(seen) >= 2)
+        engine.generate(settings, job(), seen.append, lambda: len(seen) >= 2)
     assert seen == [pytest.approx(0.9 * 1 / 4), pytest.approx(0.9 * 2 / 4)]
-    assert dw.device_lock("cpu").acquire(blocking=False)  # freed for the next task
-    dw.device_lock("cpu").release()
+    assert engine.device_lock("cpu").acquire(blocking=False)  # freed for the next task
+    engine.device_lock("cpu").release()
 
 
 @pytest.mark.parametrize(
@@ -250,12 +251,12 @@ def test_engine_errors_fail_the_task_and_free_the_device(
     def broken(*args: Any) -> Any:
         raise error
 
-    monkeypatch.setattr(dw, "_generate_locked", broken)
+    monkeypatch.setattr(engine, "_generate_locked", broken)
     with pytest.raises(TaskFailure) as failure:
-        dw.generate(Settings(**all_modes(checkpoints)), job(), lambda f: None, lambda: False)
+        engine.generate(Settings(**all_modes(checkpoints)), job(), lambda f: None, lambda: False)
     assert failure.value.code == code
-    assert dw.device_lock("cpu").acquire(blocking=False)
-    dw.device_lock("cpu").release()
+    assert engine.device_lock("cpu").acquire(blocking=False)
+    engine.device_lock("cpu").release()
     with gateway(**all_modes(checkpoints)) as client:
         data = run(client, PIX)
     assert data["status"] == "failed" and data["error"]["code"] == code, data
@@ -263,9 +264,9 @@ def test_engine_errors_fail_the_task_and_free_the_device(
 
 def test_native_size_frames_and_retiming() -> None:
     settings = Settings()
-    assert dw.native_size(settings, 16 / 9) == (832, 480)
-    assert dw.native_size(settings, 9 / 16) == (480, 832)
-    assert dw.native_size(settings, 1.0) == (624, 624)
-    assert dw.native_frames(settings, 5) == 81 and dw.native_frames(settings, 2) == 33
-    assert dw.native_frames(settings, 15) == 81
-    assert dw.retime(9, 24)[0] == 0 and dw.retime(9, 24)[-1] == 8 and len(dw.retime(9, 24)) == 24
+    assert engine.native_size(settings, 16 / 9) == (832, 480)
+    assert engine.native_size(settings, 9 / 16) == (480, 832)
+    assert engine.native_size(settings, 1.0) == (624, 624)
+    assert engine.native_frames(settings, 5) == 81 and engine.native_frames(settings, 2) == 33
+    assert engine.native_frames(settings, 15) == 81
+    assert engine.retime(9, 24)[0] == 0 and engine.retime(9, 24)[-1] == 8 and len(engine.retime(9, 24)) == 24

@@ -6,7 +6,7 @@ HOST ?= 127.0.0.1
 PORT ?= 8000
 PYTEST_ARGS ?=
 
-.PHONY: serve test lint bench install dev clean
+.PHONY: serve test lint bench install dev clean proxy-deps browser-deps
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -35,8 +35,30 @@ lint: dev
 	$(BIN)/ruff format --check src tests bench
 	$(BIN)/mypy
 
+## nginx and Caddy for the reverse-proxy tests (Debian packages, when missing and run as root).
+## The tests start them in the foreground on loopback; they are never left running as services.
+proxy-deps:
+	@if { command -v nginx || [ -x /usr/sbin/nginx ]; } >/dev/null && command -v caddy >/dev/null; then :; \
+	elif [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null; then \
+		{ apt-get update -qq && apt-get install -y -qq --no-install-recommends nginx-light caddy >/dev/null \
+		  && { systemctl disable --now nginx caddy >/dev/null 2>&1 || true; }; } \
+		|| echo "proxy-deps: could not install nginx-light/caddy; their tests will skip (fail under CI)"; \
+	else echo "proxy-deps: nginx or caddy missing; their tests will skip (fail under CI)"; fi
+
+## Debian's Chromium for the console's browser tests (Playwright drives it; no browser download).
+browser-deps:
+	@if [ -x /usr/bin/chromium ]; then :; \
+	elif [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null; then \
+		{ apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium >/dev/null; } \
+		|| echo "browser-deps: WARNING: could not install chromium; the browser tests will skip (fail under CI)"; \
+	elif sudo -n true 2>/dev/null && command -v apt-get >/dev/null; then \
+		{ sudo -n apt-get update -qq && sudo -n env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium >/dev/null; } \
+		|| echo "browser-deps: WARNING: could not install chromium; the browser tests will skip (fail under CI)"; \
+	else echo "browser-deps: WARNING: /usr/bin/chromium is missing (install Debian's chromium as root);" \
+		"the browser tests will skip (fail under CI)"; fi
+
 ## Lint, then the whole test suite.
-test: lint
+test: lint proxy-deps browser-deps
 	$(BIN)/pytest $(PYTEST_ARGS)
 
 ## Benchmarks; figures are printed and written to bench/results/latest.json.

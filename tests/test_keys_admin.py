@@ -133,6 +133,7 @@ def test_create_shows_the_secret_once(admin: TestClient) -> None:
     created = response.json()
     secret = created.pop("secret")
     assert secret.startswith("vg_") and created["prefix"] == secret[:10]
+    assert created.pop("webhook_secret").startswith("whsec_")  # shown once too (tests/test_webhooks.py)
     assert created | {"id": None, "created_at": None, "expires_at": None} == {
         "object": "api_key",
         "id": None,

@@ -89,6 +89,12 @@ if TYPE_CHECKING:
     from vidgate.sdk import (
         WaitTimeoutError as WaitTimeoutError,
     )
+    from vidgate.sdk import (
+        WebhookVerificationError as WebhookVerificationError,
+    )
+    from vidgate.sdk import (
+        verify_webhook as verify_webhook,
+    )
 
 _SDK_NAMES = frozenset(
     {
@@ -118,6 +124,8 @@ _SDK_NAMES = frozenset(
         "Upload",
         "VidgateError",
         "WaitTimeoutError",
+        "WebhookVerificationError",
+        "verify_webhook",
     }
 )
 

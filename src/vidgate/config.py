@@ -2,10 +2,16 @@
 
 from __future__ import annotations
 
+import ipaddress
+import re
 from pathlib import Path
+from typing import Annotated
 
-from pydantic import Field, field_validator
-from pydantic_settings import BaseSettings, SettingsConfigDict
+from pydantic import Field, NonNegativeFloat, field_validator
+from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
+
+#: scheme://host[:port], nothing after it: what a browser sends in `Origin`.
+_ORIGIN = re.compile(r"https?://(\[[0-9a-f:.]+\]|[^/?#\s:\[\]@]+)(:\d{1,5})?", re.IGNORECASE)
 
 
 class Settings(BaseSettings):
@@ -15,6 +21,10 @@ class Settings(BaseSettings):
     data_dir: Path = Path("./data")
     #: SQLAlchemy URL; empty means `sqlite:///<data_dir>/vidgate.db`.
     database_url: str = ""
+    #: PostgreSQL connections each process keeps open, and how many more it may open at peaks.
+    #: Size them so that processes x (pool + overflow) stays under the server's max_connections.
+    database_pool_size: int = Field(default=10, ge=1)
+    database_max_overflow: int = Field(default=20, ge=0)
     #: Base URL clients reach this server at; used to build signed file URLs.
     #: Empty means "derive from the incoming request".
     public_url: str = ""
@@ -23,6 +33,9 @@ class Settings(BaseSettings):
 
     host: str = "127.0.0.1"
     port: int = 8000
+    #: Peers whose X-Forwarded-Proto/-For `vidgate serve` believes (comma-separated IPs or CIDR
+    #: networks, or `*`): the reverse proxy. Others' headers are ignored, so they cannot spoof https.
+    forwarded_allow_ips: str = "127.0.0.1,::1"
 
     #: How long result URLs stay valid after completion, in seconds (apimart documents 24 h).
     result_ttl_seconds: int = 86_400
@@ -55,6 +68,10 @@ class Settings(BaseSettings):
     lease_seconds: float = 30.0
     #: Worker: seconds between looks for due tasks when nothing woke it.
     poll_interval_seconds: float = 0.5
+    #: Worker on PostgreSQL: wake up on LISTEN/NOTIFY when tasks are submitted or made due, instead
+    #: of at the next poll. Turn off behind a pooler in transaction mode (pgbouncer), where LISTEN
+    #: does not work; polling alone still serves every task.
+    listen_notify: bool = True
     #: Worker: tasks rendered at once by the local CPU renderer (per process).
     local_concurrency: int = Field(default=1, ge=1)
     #: Worker: attempts before a task that keeps crashing its worker is failed.
@@ -69,6 +86,19 @@ class Settings(BaseSettings):
 
     #: Seconds a task may take from submit to result before it is failed (upstreams included).
     task_deadline_seconds: float = 3600.0
+
+    # --- webhooks (webhooks.py, webhook_dispatch.py; docs/api.md "Webhooks") ----------------------
+    #: Seconds between the attempts of a failing delivery; the last one repeats until the window ends.
+    #: JSON list, e.g. VIDGATE_WEBHOOK_RETRY_SCHEDULE='[0.2, 0.2]' in tests. Each gets +-20 % jitter.
+    webhook_retry_schedule: list[NonNegativeFloat] = Field(
+        default_factory=lambda: [5.0, 30.0, 120.0, 600.0, 1800.0, 3600.0, 7200.0, 14400.0], min_length=1
+    )
+    #: Seconds after an event (or a redeliver) during which a failing delivery is retried.
+    webhook_retry_window_seconds: float = Field(default=86_400.0, gt=0)
+    #: Seconds for one delivery attempt, connect to answer.
+    webhook_timeout_seconds: float = Field(default=10.0, gt=0)
+    #: Deliveries one worker process sends at once.
+    webhook_concurrency: int = Field(default=16, ge=1)
 
     # --- keys: admin API and rate limits -----------------------------------------------------------
     #: Bearer token of the /admin API (keys, limits, top-ups). Empty: the admin API does not exist.
@@ -85,6 +115,13 @@ class Settings(BaseSettings):
     metrics_token: str = ""
     #: `text` (default) or `json`: one JSON object per line with request and task ids.
     log_format: str = "text"
+
+    # --- browsers (api/console.py; docs/console.md, docs/security.md "CORS") -----------------------
+    #: Serve the web console at `/` (static files in the package; off: `/` is a 404).
+    console: bool = True
+    #: Origins (comma-separated, e.g. `https://app.example.com`) whose pages may call the API from
+    #: the browser. Empty: no CORS headers at all (the console is same-origin and needs none).
+    cors_origins: Annotated[list[str], NoDecode] = Field(default_factory=list)
 
     # --- upstreams (a provider is enabled when its API key is set) ---------------------------------
     vidu_api_key: str = ""
@@ -140,12 +177,39 @@ class Settings(BaseSettings):
     def _strip_slash(cls, value: str) -> str:
         return value.rstrip("/")
 
+    @field_validator("cors_origins", mode="before")
+    @classmethod
+    def _cors_origins(cls, value: object) -> object:
+        items = value.split(",") if isinstance(value, str) else value
+        if not isinstance(items, list):
+            return value
+        origins = [str(item).strip().rstrip("/") for item in items if str(item).strip()]
+        for origin in origins:
+            if origin != "*" and not _ORIGIN.fullmatch(origin):
+                raise ValueError(f"cors_origins: {origin!r} is not an origin like https://app.example.com")
+        return origins
+
     @field_validator("storage_url")
     @classmethod
     def _storage_url(cls, value: str) -> str:
         if value and not (value.startswith("s3://") and len(value) > len("s3://")):
             raise ValueError("storage_url must be empty (local files) or s3://bucket/prefix")
         return value
+
+    @field_validator("forwarded_allow_ips")
+    @classmethod
+    def _forwarded_allow_ips(cls, value: str) -> str:
+        items = [item.strip() for item in value.split(",") if item.strip()]
+        for item in items:
+            if item == "*":
+                continue
+            try:
+                ipaddress.ip_network(item, strict=False)
+            except ValueError:
+                raise ValueError(
+                    f"forwarded_allow_ips: {item!r} is not an IP address, a CIDR network or *"
+                ) from None
+        return ",".join(items)
 
     @property
     def effective_database_url(self) -> str:

@@ -60,6 +60,8 @@ api_keys = sa.Table(
     #: Money available for new tasks (top-ups - captures - open holds); NULL means unlimited.
     sa.Column("balance", sa.Numeric(18, 6)),
     sa.Column("used", sa.Numeric(18, 6), nullable=False, server_default="0"),
+    #: `whsec_` + base64 key that signs this key's webhooks; kept as is (signing needs it), shown once.
+    sa.Column("webhook_secret", sa.String(80)),
     sa.CheckConstraint("balance IS NULL OR balance >= 0", name="balance_not_negative"),
 )
 
@@ -100,6 +102,8 @@ tasks = sa.Table(
     # Idempotent submits: the same key + Idempotency-Key replays; request_hash tells a reuse apart.
     sa.Column("idempotency_key", sa.String(191)),
     sa.Column("request_hash", sa.String(64), nullable=False),
+    #: Where state changes are POSTed (signed webhooks, `webhooks.py`); NULL: none.
+    sa.Column("callback_url", sa.Text),
     sa.CheckConstraint(_in("status", _STATUSES), name="status_valid"),
     sa.CheckConstraint(_in("phase", _PHASES), name="phase_valid"),
     sa.CheckConstraint("progress >= 0 AND progress <= 100", name="progress_range"),
@@ -129,6 +133,57 @@ task_events = sa.Table(
     sa.Column("worker", sa.String(64)),
     sa.Column("detail", JSON),
     sa.Index("ix_task_events_task", "task_id", "id"),
+)
+
+#: The webhook outbox: one row per task and event, written in the transaction of the state change
+#: and sent by the workers' dispatcher (`webhook_dispatch.py`); `id` is the `webhook-id` header.
+webhook_deliveries = sa.Table(
+    "webhook_deliveries",
+    metadata,
+    sa.Column("id", sa.String(40), primary_key=True),
+    sa.Column("task_id", sa.String(40), sa.ForeignKey("tasks.id", ondelete="CASCADE"), nullable=False),
+    sa.Column("key_id", sa.String(40), nullable=False),
+    sa.Column("event", sa.String(32), nullable=False),
+    sa.Column("url", sa.Text, nullable=False),
+    sa.Column("status", sa.String(16), nullable=False),
+    sa.Column("created_at", sa.Float, nullable=False),
+    #: When the current round of attempts began (the event, or the last redeliver): retries end
+    #: a retry window after it.
+    sa.Column("queued_at", sa.Float, nullable=False),
+    sa.Column("next_attempt_at", sa.Float),
+    sa.Column("lease_owner", sa.String(64)),
+    sa.Column("lease_until", sa.Float),
+    #: Attempts started; also the fencing token of an attempt's outcome write.
+    sa.Column("attempts", sa.Integer, nullable=False, server_default="0"),
+    sa.Column("last_attempt_at", sa.Float),
+    sa.Column("last_status_code", sa.Integer),
+    sa.Column("last_error", sa.String(300)),
+    sa.Column("delivered_at", sa.Float),
+    #: The signed body, fixed at the first attempt so every retry sends the same bytes.
+    sa.Column("payload", sa.Text),
+    sa.CheckConstraint("status IN ('pending', 'delivered', 'failed')", name="status_valid"),
+    sa.Index("ix_webhook_deliveries_due", "status", "next_attempt_at"),
+    sa.Index("ix_webhook_deliveries_task", "task_id", "event"),
+)
+
+#: One row per finished delivery attempt: the delivery log.
+webhook_attempts = sa.Table(
+    "webhook_attempts",
+    metadata,
+    sa.Column("id", sa.Integer, primary_key=True, autoincrement=True),
+    sa.Column(
+        "delivery_id",
+        sa.String(40),
+        sa.ForeignKey("webhook_deliveries.id", ondelete="CASCADE"),
+        nullable=False,
+    ),
+    sa.Column("attempt", sa.Integer, nullable=False),
+    sa.Column("at", sa.Float, nullable=False),
+    sa.Column("duration_ms", sa.Integer, nullable=False),
+    sa.Column("status_code", sa.Integer),
+    sa.Column("error", sa.String(300)),
+    sa.Column("response", sa.String(300)),
+    sa.Index("ix_webhook_attempts_delivery", "delivery_id", "id"),
 )
 
 #: Money movements: one row per task and kind, written in the transaction of the state change.
@@ -202,9 +257,9 @@ def normalize_url(url: str) -> str:
 class Database:
     """One engine plus transaction helpers that take the right lock on each dialect."""
 
-    def __init__(self, url: str, *, echo: bool = False) -> None:
+    def __init__(self, url: str, *, echo: bool = False, pool_size: int = 10, max_overflow: int = 20) -> None:
         self.url = normalize_url(url)
-        self.engine: Engine = _make_engine(self.url, echo=echo)
+        self.engine: Engine = _make_engine(self.url, echo=echo, pool=(pool_size, max_overflow))
         self._local = threading.local()
         self._hot: Engine | None = None
         self._compiled: dict[int, tuple[str, tuple[str, ...], dict[str, Any]]] = {}
@@ -307,9 +362,11 @@ def _ping_when_idle(engine: Engine) -> None:
             raise sa.exc.DisconnectionError() from exc
 
 
-def _make_engine(url: str, *, echo: bool, poolclass: type[Pool] | None = None) -> Engine:
+def _make_engine(
+    url: str, *, echo: bool, poolclass: type[Pool] | None = None, pool: tuple[int, int] = (10, 20)
+) -> Engine:
     if not url.startswith("sqlite"):
-        engine = sa.create_engine(url, echo=echo, pool_size=10, max_overflow=20)
+        engine = sa.create_engine(url, echo=echo, pool_size=pool[0], max_overflow=pool[1])
         _ping_when_idle(engine)
         return engine
 

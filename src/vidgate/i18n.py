@@ -124,6 +124,8 @@ _EN: dict[str, str] = {
     "admin_token_invalid": "Invalid admin token: send Authorization: Bearer <VIDGATE_ADMIN_TOKEN>",
     "admin_field_unknown": "{param} is not a field of this request; fields: {fields}",
     "key_not_found": "API key {key_id} not found",
+    "callback_url_refused": "{param} was refused: {detail}; callbacks go only to public http(s) hosts",
+    "delivery_not_found": "Task {task_id} has no webhook delivery {delivery_id}",
 }
 
 _ZH: dict[str, str] = {
@@ -223,6 +225,8 @@ _ZH: dict[str, str] = {
     "admin_token_invalid": "管理令牌无效：请发送 Authorization: Bearer <VIDGATE_ADMIN_TOKEN>",
     "admin_field_unknown": "{param} 不是此请求的字段；可用字段：{fields}",
     "key_not_found": "未找到 API 密钥 {key_id}",
+    "callback_url_refused": "{param} 被拒绝：{detail}；回调只能发往公网 http(s) 主机",
+    "delivery_not_found": "任务 {task_id} 没有 webhook 投递 {delivery_id}",
 }
 
 _KO: dict[str, str] = {
@@ -239,6 +243,10 @@ _KO: dict[str, str] = {
     "image_fetch_failed": "{param}을(를) 다운로드할 수 없습니다: {detail}",
     "render_failed": "렌더링 실패: {detail}",
     "cancelled": "사용자가 취소함",
+    "callback_url_refused": (
+        "{param}이(가) 거부되었습니다: {detail}; 콜백은 공개 http(s) 호스트로만 보낼 수 있습니다"
+    ),
+    "delivery_not_found": "작업 {task_id}에 웹훅 전송 {delivery_id}이(가) 없습니다",
 }
 
 _JA: dict[str, str] = {
@@ -255,6 +263,10 @@ _JA: dict[str, str] = {
     "image_fetch_failed": "{param} をダウンロードできません: {detail}",
     "render_failed": "レンダリングに失敗しました: {detail}",
     "cancelled": "ユーザーによりキャンセルされました",
+    "callback_url_refused": (
+        "{param} は拒否されました: {detail}。コールバックは公開 http(s) ホストにのみ送信できます"
+    ),
+    "delivery_not_found": "タスク {task_id} に Webhook 配信 {delivery_id} はありません",
 }
 
 _CATALOGS = {"en": _EN, "zh": _ZH, "ko": _KO, "ja": _JA}

@@ -16,7 +16,7 @@ from typing import Any
 
 import sqlalchemy as sa
 
-from vidgate import db, ids, ledger
+from vidgate import db, ids, ledger, webhooks
 
 KEY_PREFIX = "vg_"
 
@@ -78,6 +78,7 @@ def create(
         "key_hash": hash_key(secret),
         "prefix": secret[:10],
         "created_at": time.time(),
+        "webhook_secret": webhooks.new_secret(),
         **{k: v for k, v in limits.items() if v is not None},
     }
     with database.write() as conn:
@@ -86,6 +87,26 @@ def create(
             ledger.credit(conn, row["id"], amount, note="initial balance")
         stored = conn.execute(sa.select(db.api_keys).where(db.api_keys.c.id == row["id"])).one()
     return _from_row(stored), secret
+
+
+def webhook_secret(database: db.Database, key_id: str) -> str | None:
+    """The key's webhook signing secret (for showing once, right after `create`); None: no such key."""
+    with database.read() as conn:
+        value = conn.execute(
+            sa.select(db.api_keys.c.webhook_secret).where(db.api_keys.c.id == key_id)
+        ).scalar()
+    return None if value is None else str(value)
+
+
+def rotate_webhook_secret(database: db.Database, key_id: str) -> str | None:
+    """Replace the key's webhook signing secret; answers the new one (None: no such key). Attempts
+    from then on are signed with it, retries of older events included."""
+    secret = webhooks.new_secret()
+    with database.write() as conn:
+        result = conn.execute(
+            db.api_keys.update().where(db.api_keys.c.id == key_id).values(webhook_secret=secret)
+        )
+    return secret if result.rowcount == 1 else None
 
 
 def update(database: db.Database, key_id: str, **limits: Any) -> ApiKey | None:
@@ -194,7 +215,7 @@ def check_limits(limits: dict[str, Any]) -> dict[str, Any]:
             raise InvalidSetting(name, f"must be a whole number from 1 to {top}")
     models = out.get("allowed_models")
     if models is not None:
-        if isinstance(models, str) or not all(isinstance(m, str) for m in models):
+        if not isinstance(models, list | tuple) or not all(isinstance(m, str) for m in models):
             raise InvalidSetting("allowed_models", "must be a list of model ids")
         unknown_models = [m for m in models if m not in catalog.MODELS]
         if not models or unknown_models:

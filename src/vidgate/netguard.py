@@ -337,3 +337,18 @@ async def fetch(
                 return await follow(own)
     except TimeoutError:
         raise FetchFailed(f"timed out after {timeout:g} s") from None
+
+
+# --- for callers that make their own request (webhook deliveries POST) ------------------------------
+
+
+def check_url(url: str) -> httpx.URL:
+    """The scheme, credential and host-form rules alone, without DNS (FetchFailed: not a URL)."""
+    parsed = _parse(url)
+    _check_url(parsed)
+    return parsed
+
+
+async def vetted_addresses(url: httpx.URL, *, allow_private: bool = False) -> list[IPAddress]:
+    """Resolve once and check every address as `fetch` does; connect only to these (rebinding)."""
+    return await _addresses(url, system_resolver, None if allow_private else address_forbidden)

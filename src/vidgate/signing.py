@@ -77,9 +77,10 @@ class Signer:
         self, key: str, expires: str | None, sig: str | None, *, now: float | None = None
     ) -> str | None:
         """None when valid, else "invalid" or "expired" (a tampered link is invalid, not expired)."""
-        if not expires or not sig or not expires.isdigit():
+        if not expires or not sig or not (expires.isascii() and expires.isdigit()):
             return "invalid"
-        if not hmac.compare_digest(self.signature(key, int(expires)), sig):
+        # As bytes: compare_digest refuses str with non-ASCII characters (a tampered link may have them).
+        if not hmac.compare_digest(self.signature(key, int(expires)).encode(), sig.encode()):
             return "invalid"
         if int(expires) < (time.time() if now is None else now):
             return "expired"

@@ -20,7 +20,7 @@ import sqlalchemy as sa
 from sqlalchemy.engine import Connection
 from sqlalchemy.exc import IntegrityError
 
-from vidgate import db, ids, ledger
+from vidgate import db, ids, ledger, webhooks
 from vidgate.catalog import VideoRequest
 from vidgate.errors import Conflict, NotFound, RateLimited
 from vidgate.status import TERMINAL, Phase, Status, check_transition, sources_of
@@ -60,12 +60,18 @@ def _event(
     worker: str | None = None,
     detail: dict[str, Any] | None = None,
     now: float | None = None,
+    callback: bool | None = None,
 ) -> None:
+    """Record a status change; a change of status also queues the task's webhook (same transaction).
+    `callback=False` says the task has no callback URL, which saves the outbox statement."""
+    at = now or time.time()
+    if source is not None and source != target and callback is not False:
+        webhooks.record(conn, task_id, str(target), at)
     conn.execute(
         _INSERT_EVENT,
         {
             "task_id": task_id,
-            "at": now or time.time(),
+            "at": at,
             "from_status": source,
             "to_status": target,
             "phase": phase,
@@ -87,6 +93,7 @@ def create(
     cost: Decimal | float = 0,
     deadline_seconds: float | None = None,
     max_in_flight: int | None = None,
+    callback_url: str | None = None,
 ) -> tuple[Any, bool]:
     """Insert a pending task (the enqueue); returns (row, replayed).
 
@@ -124,6 +131,7 @@ def create(
                 "deadline_at": now + deadline_seconds if deadline_seconds else None,
                 "idempotency_key": idempotency_key,
                 "request_hash": digest,
+                "callback_url": callback_url,
             }
             if max_in_flight is not None:
                 # Racing submits of one key queue on its row (PostgreSQL; SQLite's BEGIN IMMEDIATE
@@ -266,7 +274,7 @@ def claim(
         T.c.next_run_at <= now,
         sa.or_(T.c.lease_until.is_(None), T.c.lease_until < now),
     ]
-    columns = (T.c.id, T.c.status, T.c.phase, T.c.lease_owner, T.c.next_run_at)
+    columns = (T.c.id, T.c.status, T.c.phase, T.c.lease_owner, T.c.next_run_at, T.c.callback_url)
     with database.write() as conn:
         due: list[Any] = []
         for provider in sorted(providers):
@@ -321,7 +329,17 @@ def claim(
             # A routine poll claim is no event; starting work and taking over a dead lease are.
             if r.status == Status.PENDING or r.lease_owner:
                 detail = {"took_over_from": r.lease_owner} if r.lease_owner else None
-                _event(conn, r.id, r.status, Status.PROCESSING, r.phase, worker=owner, detail=detail, now=now)
+                _event(
+                    conn,
+                    r.id,
+                    r.status,
+                    Status.PROCESSING,
+                    r.phase,
+                    worker=owner,
+                    detail=detail,
+                    now=now,
+                    callback=r.callback_url is not None,
+                )
         return list(conn.execute(sa.select(T).where(T.c.id.in_(ids))).all())
 
 
@@ -357,18 +375,8 @@ def reroute(database: db.Database, lease: Lease, *, provider: str, upstream_stat
             "attempts": 0,
             "updated_at": now,
         },
+        requeue_detail={"rerouted_to": provider},
     )
-    with database.write() as conn:
-        _event(
-            conn,
-            lease.task_id,
-            Status.PROCESSING,
-            Status.PENDING,
-            Phase.QUEUED,
-            worker=lease.owner,
-            detail={"rerouted_to": provider},
-            now=now,
-        )
 
 
 def _guarded(lease: Lease, *, statuses: frozenset[Status] | None = None) -> list[sa.ColumnElement[bool]]:
@@ -381,12 +389,38 @@ def _guarded(lease: Lease, *, statuses: frozenset[Status] | None = None) -> list
     ]
 
 
-def _update(database: db.Database, lease: Lease, values: dict[str, Any], **guard: Any) -> None:
+def _update(
+    database: db.Database,
+    lease: Lease,
+    values: dict[str, Any],
+    *,
+    requeue_detail: dict[str, Any] | None = None,
+    **guard: Any,
+) -> None:
     values.setdefault("updated_at", time.time())
     with database.write() as conn:
         result = conn.execute(T.update().where(*_guarded(lease, **guard)).values(**values))
         if result.rowcount != 1:
             raise LeaseLost(lease.task_id)
+        _record_requeue(conn, lease, values, requeue_detail)
+
+
+def _record_requeue(
+    conn: Connection, lease: Lease, values: dict[str, Any], detail: dict[str, Any] | None = None
+) -> None:
+    """Back to the queue (processing -> pending) is a status change like the others: its event is
+    written in the transaction that makes it (the lifecycle state machine found it missing)."""
+    if values.get("status") == Status.PENDING.value:
+        _event(
+            conn,
+            lease.task_id,
+            Status.PROCESSING,
+            Status.PENDING,
+            Phase.QUEUED,
+            worker=lease.owner,
+            detail=detail,
+            now=values["updated_at"],
+        )
 
 
 def heartbeat(
@@ -584,6 +618,8 @@ def release_many(database: db.Database, releases: Sequence[Release]) -> list[boo
             )
             result = conn.execute(T.update().where(*_guarded(item.lease)).values(**values))
             applied.append(result.rowcount == 1)
+            if result.rowcount == 1:
+                _record_requeue(conn, item.lease, values)
     return applied
 
 

@@ -24,7 +24,7 @@ from typing import Any
 import sqlalchemy as sa
 from PIL import Image
 
-from vidgate import catalog, db, images, logs, metrics, prices, tasks
+from vidgate import catalog, db, images, logs, metrics, prices, tasks, wakeup, webhook_dispatch
 from vidgate import gc as storage_gc
 from vidgate.config import Settings
 from vidgate.errors import TaskFailure
@@ -93,10 +93,19 @@ class Worker:
         # heartbeats queue behind hundreds of ticks' writes until leases expire under load.
         self._loop.set_default_executor(ThreadPoolExecutor(max_workers=32, thread_name_prefix="vidgate-db"))
         self._wakeup = asyncio.Event()
+        listener = None
+        if self.settings.listen_notify and not self.database.is_sqlite:
+            listener = wakeup.Listener(self.database.url, self.wake)
+            listener.start()
         await asyncio.to_thread(self._take_over_dead_local_owners)
         log.info("worker %s started (providers: %s)", self.owner, ", ".join(self.providers))
         gc_stop = asyncio.Event()
         collector = asyncio.create_task(self._collect_garbage(gc_stop))
+        # Webhook deliveries ride along with every worker (the outbox is in the same database).
+        webhooks = webhook_dispatch.Dispatcher(
+            self.settings, self.database, self.signer, owner=self.owner, owner_alive=_pid_alive
+        )
+        dispatcher = asyncio.create_task(webhooks.run(gc_stop))
         try:
             outage = 0
             while not stop.is_set():
@@ -120,8 +129,11 @@ class Worker:
                     waiter.cancel()
         finally:
             gc_stop.set()
+            if listener is not None:
+                await asyncio.to_thread(listener.stop)
             await self._shutdown()
             await collector
+            await dispatcher
 
     async def _shutdown(self) -> None:
         """Stop claiming; ask running ticks to stop and hand their tasks back to the queue."""

@@ -79,6 +79,7 @@ def test_quickstart_prints_a_working_key_and_curl(tmp_path: Path) -> None:
         key = next(line.strip() for line in log.splitlines() if line.strip().startswith("vg_"))
         assert f"export VIDGATE_API_KEY={key}" in log
         assert "curl -s http://127.0.0.1:" in log and "/v1/videos/generations" in log
+        assert "Or in the browser: open http://127.0.0.1:" in log
         assert (
             httpx.get(f"{server.base}/v1/models", headers={"Authorization": f"Bearer {key}"}).status_code
             == 200

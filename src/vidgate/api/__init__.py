@@ -51,7 +51,11 @@ class Gateway:
 
 
 def build_gateway(settings: Settings, *, run_worker: bool) -> Gateway:
-    database = Database(settings.effective_database_url)
+    database = Database(
+        settings.effective_database_url,
+        pool_size=settings.database_pool_size,
+        max_overflow=settings.database_max_overflow,
+    )
     signer = Signer(load_secret(database, settings.secret_key))
     storage = open_storage(settings, signer)
     signer = signer.with_links(storage)
@@ -82,7 +86,21 @@ async def _metrics_endpoint(request: Request) -> Response:
 def create_app(settings: Settings, *, run_worker: bool = True) -> FastAPI:
     from starlette.routing import Route
 
-    from vidgate.api import admin, auth, callbacks, discovery, errors, files, tasks_routes, uploads, videos
+    from vidgate.api import (
+        admin,
+        auth,
+        callbacks,
+        discovery,
+        errors,
+        files,
+        tasks_routes,
+        uploads,
+        videos,
+        webhooks_routes,
+    )
+    from vidgate.api.console import install_console, install_cors
+    from vidgate.api.docs_ui import install as install_docs_ui
+    from vidgate.api.openapi_docs import install as install_openapi
 
     @contextlib.asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
@@ -110,6 +128,9 @@ def create_app(settings: Settings, *, run_worker: bool = True) -> FastAPI:
         description="Self-hosted gateway for asynchronous AI video generation (apimart video API).",
         lifespan=lifespan,
         default_response_class=JsonResponse,
+        # Served offline by `docs_ui` instead (FastAPI's pages load their scripts from a CDN).
+        docs_url=None,
+        redoc_url=None,
         **extra,  # type: ignore[arg-type]
     )
     errors.install(app)
@@ -121,12 +142,16 @@ def create_app(settings: Settings, *, run_worker: bool = True) -> FastAPI:
             Route("/metrics", _metrics_endpoint, methods=["GET"], include_in_schema=False)
         )
     app.add_middleware(logs.RequestIds)  # outermost: every log line of a request carries its id
+    install_cors(app, settings)  # when configured, around everything: errors carry CORS too
     # First in the list: polling is most of the traffic, so it should not wait on route matching.
     fast = tasks_routes.fast_route
     app.router.routes.insert(0, Route(fast.path, auth.LimitedPoll(fast.endpoint), methods=["GET"]))
-    for module in (videos, tasks_routes, uploads, discovery, files, callbacks):
+    for module in (videos, tasks_routes, webhooks_routes, uploads, discovery, files, callbacks):
         app.include_router(module.router)
+    install_console(app, settings)  # `/` and `/console/...`, unless VIDGATE_CONSOLE=false
     if settings.admin_token:
         # Without a token the admin API does not exist: /admin/... is a 404 like any unknown path.
         app.include_router(admin.router)
+    install_openapi(app)  # the document's responses, security, catalog schemas
+    install_docs_ui(app)  # /docs and /redoc without a CDN
     return app

@@ -10,6 +10,7 @@ the whole /admin tree answers 404 like any unknown path.
     PATCH /admin/keys/{id}               change limits; null clears one
     POST  /admin/keys/{id}/revoke        revoke (idempotent); its requests get 401 from then on
     POST  /admin/keys/{id}/top-up        add money {"amount": "10.5", "note": "..."}
+    POST  /admin/keys/{id}/rotate-webhook-secret   a new webhook signing secret, shown once
     GET   /admin/keys/{id}/ledger        the key's ledger, newest first (?limit=&before=)
 
 Bodies are JSON objects; an unknown field, a wrong type or a bad value is a 400 naming the field.
@@ -33,6 +34,8 @@ from fastapi import APIRouter, Depends, Query, Request
 from fastapi.concurrency import run_in_threadpool
 
 from vidgate import keys, ledger
+from vidgate.api import openapi_docs as docs
+from vidgate.api import openapi_models as models
 from vidgate.api.auth import gateway_of, parse_bearer
 from vidgate.api.responses import JsonResponse
 from vidgate.errors import AuthenticationFailed, InvalidRequest, NotFound, PayloadTooLarge
@@ -52,6 +55,13 @@ async def require_admin(request: Request) -> None:
 
 
 router = APIRouter(prefix="/admin", tags=["admin"], dependencies=[Depends(require_admin)])
+
+# What the admin routes document (`api/openapi_docs.py`).
+_ADMIN = docs.extra(auth="admin")
+_TOKEN = (401, "Missing or wrong admin token")
+_NO_KEY = (404, "No such key")
+_BAD_BODY = (400, "The body is not a JSON object, or a field is unknown, of the wrong type or invalid")
+_TOO_LARGE = (413, "The body is over 64 KiB")
 
 
 def money(value: Decimal | None) -> str | None:
@@ -137,13 +147,28 @@ def _existing(request: Request, key_id: str) -> keys.ApiKey:
     return key
 
 
-@router.get("/keys", summary="List API keys")
+@router.get(
+    "/keys",
+    summary="List API keys",
+    description="Every key with its limits and money; never a secret.",
+    responses=docs.ok(models.ApiKeyList, "The keys") | docs.errors(_TOKEN),
+    openapi_extra=_ADMIN,
+)
 def list_keys(request: Request) -> JsonResponse:
     data = [key_view(k) for k in keys.list_keys(gateway_of(request).database)]
     return JsonResponse({"object": "list", "data": data})
 
 
-@router.post("/keys", summary="Create an API key (its secret is shown in this answer only)")
+@router.post(
+    "/keys",
+    summary="Create an API key (its secret is shown in this answer only)",
+    description="`name` is required; `balance` makes the key prepaid (without one it is unlimited in "
+    "money). Answers the key with `secret` and `webhook_secret`, which no later answer shows.",
+    status_code=201,
+    responses=docs.ok(models.ApiKeyCreated, "The new key and its secrets", status=201)
+    | docs.errors(_BAD_BODY, _TOKEN, _TOO_LARGE),
+    openapi_extra=docs.extra(auth="admin", body=docs.json_body(models.KeyCreate)),
+)
 async def create_key(request: Request) -> JsonResponse:
     gateway = gateway_of(request)
     body = await _body(request, _CREATE_FIELDS)
@@ -157,15 +182,32 @@ async def create_key(request: Request) -> JsonResponse:
         key, secret = await run_in_threadpool(
             keys.create, gateway.database, name, balance=body.get("balance"), **limits
         )
-    return JsonResponse({**key_view(key), "secret": secret}, status_code=201)
+    # The webhook signing secret (`whsec_...`) is shown here once too.
+    webhook_secret = await run_in_threadpool(keys.webhook_secret, gateway.database, key.id)
+    return JsonResponse(
+        {**key_view(key), "secret": secret, "webhook_secret": webhook_secret}, status_code=201
+    )
 
 
-@router.get("/keys/{key_id}", summary="One API key")
+@router.get(
+    "/keys/{key_id}",
+    summary="One API key",
+    description="The key with its limits and money; never its secret.",
+    responses=docs.ok(models.ApiKeyObject, "The key") | docs.errors(_TOKEN, _NO_KEY),
+    openapi_extra=_ADMIN,
+)
 def get_key(request: Request, key_id: str) -> JsonResponse:
     return JsonResponse(key_view(_existing(request, key_id)))
 
 
-@router.patch("/keys/{key_id}", summary="Change an API key's limits")
+@router.patch(
+    "/keys/{key_id}",
+    summary="Change an API key's limits",
+    description="Sets the limits the body names; a present `null` clears one.",
+    responses=docs.ok(models.ApiKeyObject, "The key as changed")
+    | docs.errors(_BAD_BODY, _TOKEN, _NO_KEY, _TOO_LARGE),
+    openapi_extra=docs.extra(auth="admin", body=docs.json_body(models.KeyLimits)),
+)
 async def update_key(request: Request, key_id: str) -> JsonResponse:
     gateway = gateway_of(request)
     body = await _body(request, _UPDATE_FIELDS)
@@ -178,7 +220,13 @@ async def update_key(request: Request, key_id: str) -> JsonResponse:
     return JsonResponse(key_view(key))
 
 
-@router.post("/keys/{key_id}/revoke", summary="Revoke an API key")
+@router.post(
+    "/keys/{key_id}/revoke",
+    summary="Revoke an API key",
+    description="Idempotent; the key's requests are refused with 401 from now on.",
+    responses=docs.ok(models.ApiKeyObject, "The revoked key") | docs.errors(_TOKEN, _NO_KEY),
+    openapi_extra=_ADMIN,
+)
 def revoke_key(request: Request, key_id: str) -> JsonResponse:
     gateway = gateway_of(request)
     keys.revoke(gateway.database, key_id)
@@ -186,7 +234,30 @@ def revoke_key(request: Request, key_id: str) -> JsonResponse:
     return JsonResponse(key_view(_existing(request, key_id)))
 
 
-@router.post("/keys/{key_id}/top-up", summary="Add money to an API key")
+@router.post(
+    "/keys/{key_id}/rotate-webhook-secret",
+    summary="Replace an API key's webhook signing secret",
+    responses=docs.ok(models.ApiKeyWebhookSecret, "The key with its new `webhook_secret`")
+    | docs.errors(_TOKEN, _NO_KEY),
+    openapi_extra=_ADMIN,
+)
+def rotate_webhook_secret(request: Request, key_id: str) -> JsonResponse:
+    """Answers the key with its new `webhook_secret` (shown in this answer only); webhooks are
+    signed with it from now on, retries of earlier events included."""
+    secret = keys.rotate_webhook_secret(gateway_of(request).database, key_id)
+    if secret is None:
+        raise NotFound("key_not_found", param="key_id", key_id=key_id)
+    return JsonResponse({**key_view(_existing(request, key_id)), "webhook_secret": secret})
+
+
+@router.post(
+    "/keys/{key_id}/top-up",
+    summary="Add money to an API key",
+    description="A key without a balance becomes prepaid with this amount.",
+    responses=docs.ok(models.ApiKeyObject, "The key with its new balance")
+    | docs.errors(_BAD_BODY, _TOKEN, _NO_KEY, _TOO_LARGE),
+    openapi_extra=docs.extra(auth="admin", body=docs.json_body(models.TopUp)),
+)
 async def top_up_key(request: Request, key_id: str) -> JsonResponse:
     gateway = gateway_of(request)
     body = await _body(request, _TOP_UP_FIELDS)
@@ -204,7 +275,14 @@ async def top_up_key(request: Request, key_id: str) -> JsonResponse:
     return JsonResponse(key_view(_existing(request, key_id)))
 
 
-@router.get("/keys/{key_id}/ledger", summary="An API key's ledger, newest first")
+@router.get(
+    "/keys/{key_id}/ledger",
+    summary="An API key's ledger, newest first",
+    description="Top-ups, holds, captures and releases, in pages (`next_before`).",
+    responses=docs.ok(models.Ledger, "A page of the ledger")
+    | docs.errors((400, "`limit` or `before` is invalid"), _TOKEN, _NO_KEY),
+    openapi_extra=_ADMIN,
+)
 def key_ledger(
     request: Request,
     key_id: str,

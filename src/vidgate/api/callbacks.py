@@ -11,14 +11,33 @@ from fastapi import APIRouter, Request
 from fastapi.concurrency import run_in_threadpool
 
 from vidgate import tasks
+from vidgate.api import openapi_docs as docs
 from vidgate.api.auth import gateway_of
+from vidgate.api.openapi_models import CallbackReceived
 from vidgate.api.responses import JsonResponse
 from vidgate.errors import AuthenticationFailed, NotFound
 
 router = APIRouter(tags=["callbacks"])
 
 
-@router.post("/v1/callbacks/{provider}", summary="Receive an upstream's job-state callback")
+@router.post(
+    "/v1/callbacks/{provider}",
+    summary="Receive an upstream's job-state callback",
+    description="Called by an upstream (Vidu: `VIDGATE_VIDU_CALLBACKS=true`), not by clients. No API "
+    "key: the request must carry the upstream's signature. A verified callback makes the task poll "
+    "its upstream at once; the body is never trusted for the outcome.",
+    responses=docs.ok(CallbackReceived, "Verified; the task will poll its upstream now")
+    | docs.errors(
+        (401, "The signature does not verify"),
+        (404, "No enabled provider of that name takes callbacks"),
+    ),
+    openapi_extra=docs.extra(
+        body={
+            "description": "The upstream's own callback body",
+            "content": {"application/json": {"schema": {"type": "object"}}},
+        }
+    ),
+)
 async def receive_callback(request: Request, provider: str) -> JsonResponse:
     gateway = gateway_of(request)
     cls = gateway.router.enabled.get(provider)

@@ -9,6 +9,8 @@ from fastapi import APIRouter, Depends, Query, Request
 from fastapi.responses import PlainTextResponse, Response
 
 from vidgate import catalog, keys
+from vidgate.api import openapi_docs as docs
+from vidgate.api import openapi_models as models
 from vidgate.api.auth import current_key, gateway_of
 from vidgate.api.responses import JsonResponse
 from vidgate.api.videos import base_url
@@ -19,7 +21,14 @@ router = APIRouter()
 DOCS_TTL_SECONDS = 3600
 
 
-@router.get("/v1/models", tags=["discovery"], summary="List models")
+@router.get(
+    "/v1/models",
+    tags=["discovery"],
+    summary="List models",
+    description="The catalog: every model with its modes and its route of providers.",
+    responses=docs.ok(models.ModelList, "The models", headers=docs.RATE_LIMITED) | docs.errors(401, 429),
+    openapi_extra=docs.extra(auth="key"),
+)
 def list_models(request: Request, key: keys.ApiKey = Depends(current_key)) -> JsonResponse:
     gateway = gateway_of(request)
     data = []
@@ -40,7 +49,16 @@ def list_models(request: Request, key: keys.ApiKey = Depends(current_key)) -> Js
     return JsonResponse({"object": "list", "data": data})
 
 
-@router.get("/v1/model-schema", tags=["discovery"], summary="JSON Schema of a model's request")
+@router.get(
+    "/v1/model-schema",
+    tags=["discovery"],
+    summary="JSON Schema of a model's request",
+    description="The JSON Schema that a submit body for the model must satisfy (the same one this "
+    "document's submit body uses).",
+    responses=docs.ok(models.ModelSchema, "The model's schema", headers=docs.RATE_LIMITED)
+    | docs.errors((400, "`model` is missing or unknown, or `operation` is not video_generation"), 401, 429),
+    openapi_extra=docs.extra(auth="key"),
+)
 def model_schema(
     model: str = Query(..., description="Model id"),
     operation: str = Query("video_generation"),
@@ -57,7 +75,21 @@ def model_schema(
     )
 
 
-@router.get("/v1/model-docs", tags=["discovery"], summary="A model's documentation")
+@router.get(
+    "/v1/model-docs",
+    tags=["discovery"],
+    summary="A model's documentation",
+    description="Markdown generated from the model's class: parameters, modes, notes. "
+    "`format=markdown` answers the Markdown alone.",
+    responses=docs.ok(
+        models.ModelDocs,
+        "The documentation (JSON), or with `format=markdown` the Markdown itself",
+        headers=docs.RATE_LIMITED,
+        content={"text/markdown": {"schema": {"type": "string"}}},
+    )
+    | docs.errors((400, "`model` is missing or unknown, or `format` is not json or markdown"), 401, 429),
+    openapi_extra=docs.extra(auth="key"),
+)
 def model_docs(
     request: Request,
     model: str = Query(..., description="Model id"),
@@ -95,17 +127,39 @@ def _balance(key: keys.ApiKey) -> dict[str, Any]:
     }
 
 
-@router.get("/v1/balance", tags=["account"], summary="This key's balance")
+@router.get(
+    "/v1/balance",
+    tags=["balance"],
+    summary="This key's balance",
+    description="What the key has left and has spent; `remain_balance` is -1 for an unlimited key.",
+    responses=docs.ok(models.Balance, "The balance", headers=docs.RATE_LIMITED) | docs.errors(401, 429),
+    openapi_extra=docs.extra(auth="key"),
+)
 def balance(key: keys.ApiKey = Depends(current_key)) -> JsonResponse:
     return JsonResponse(_balance(key))
 
 
-@router.get("/v1/user/balance", tags=["account"], summary="The account's balance")
+@router.get(
+    "/v1/user/balance",
+    tags=["balance"],
+    summary="The account's balance",
+    description="apimart's account balance; here the calling key's, the same as `GET /v1/balance`.",
+    responses=docs.ok(models.Balance, "The balance", headers=docs.RATE_LIMITED) | docs.errors(401, 429),
+    openapi_extra=docs.extra(auth="key"),
+)
 def user_balance(key: keys.ApiKey = Depends(current_key)) -> JsonResponse:
     return JsonResponse(_balance(key))
 
 
-@router.get("/readyz", tags=["operations"], summary="Ready to serve: database reachable and migrated")
+@router.get(
+    "/readyz",
+    tags=["health"],
+    summary="Ready to serve: database reachable and migrated",
+    description="For readiness probes: send traffic while this answers 200.",
+    responses=docs.ok(models.Ready, "Ready")
+    | docs.ok(models.Unavailable, "The database is unreachable or not migrated", status=503)
+    | docs.errors(),
+)
 def readyz(request: Request) -> JsonResponse:
     from vidgate import migrations
 
@@ -122,7 +176,15 @@ def readyz(request: Request) -> JsonResponse:
     return JsonResponse({"status": "ready", "database": "ok", "revision": revision})
 
 
-@router.get("/healthz", tags=["operations"], summary="Liveness and database reachability")
+@router.get(
+    "/healthz",
+    tags=["health"],
+    summary="Liveness and database reachability",
+    description="For liveness probes: restart the process while this fails.",
+    responses=docs.ok(models.Health, "Alive")
+    | docs.ok(models.Unavailable, "The database is unreachable", status=503)
+    | docs.errors(),
+)
 def healthz(request: Request) -> JsonResponse:
     gateway = gateway_of(request)
     try:

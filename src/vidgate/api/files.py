@@ -12,6 +12,7 @@ from fastapi.concurrency import run_in_threadpool
 from fastapi.responses import FileResponse
 from starlette.responses import Response, StreamingResponse
 
+from vidgate.api import openapi_docs as docs
 from vidgate.api.auth import gateway_of
 from vidgate.errors import Gone, NotFound, PermissionDenied
 from vidgate.storage import InvalidKey, LocalStorage, content_type
@@ -20,8 +21,43 @@ router = APIRouter(tags=["files"])
 
 _CACHE = {"Cache-Control": "private, max-age=3600"}
 
+_BINARY = {
+    kind: {"schema": {"type": "string", "format": "binary"}}
+    for kind in ("video/mp4", "image/jpeg", "image/png", "image/webp", "image/gif")
+}
+_SIGNED_LINK = docs.extra(
+    parameters=[
+        {"name": "expires", "in": "query", "required": True, "schema": {"type": "integer"}},
+        {"name": "sig", "in": "query", "required": True, "schema": {"type": "string"}},
+    ]
+)
+_LINK_ERRORS = docs.errors(
+    (403, "The signature does not match the path and expiry"),
+    (404, "The link is valid but the file is gone"),
+    (410, "The link has expired"),
+)
 
-@router.api_route("/files/{key:path}", methods=["GET", "HEAD"], summary="Download a stored file")
+
+@router.get(
+    "/files/{key:path}",
+    summary="Download a stored file",
+    response_class=Response,
+    description="Serves an upload, a result video or a thumbnail through the signed URL another "
+    "route handed out. No API key: the URL plays in a browser `<video>`. Honours `Range`.",
+    responses=docs.ok(None, "The file", content=_BINARY)
+    | docs.ok(None, "The requested byte range (`Range`)", status=206, content=_BINARY)
+    | {416: {"description": "The range lies beyond the end of the file (plain, no JSON body)"}}
+    | _LINK_ERRORS,
+    openapi_extra=_SIGNED_LINK,
+)
+@router.head(
+    "/files/{key:path}",
+    summary="A stored file's headers",
+    response_class=Response,
+    description="What `GET` would answer, without the body.",
+    responses=docs.ok(None, "The file's headers") | _LINK_ERRORS,
+    openapi_extra=_SIGNED_LINK,
+)
 async def download(request: Request, key: str) -> Response:
     gateway = gateway_of(request)
     verdict = gateway.signer.check(key, request.query_params.get("expires"), request.query_params.get("sig"))

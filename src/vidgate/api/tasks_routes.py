@@ -22,7 +22,8 @@ from starlette.routing import Route
 from starlette.types import ASGIApp, Receive, Scope, Send
 
 from vidgate import i18n, keys, tasks
-from vidgate.api import Gateway, views
+from vidgate.api import Gateway, openapi_models, views
+from vidgate.api import openapi_docs as docs
 from vidgate.api.auth import SCOPE_KEY as RATE_LIMIT_DECISION
 from vidgate.api.auth import LimitedPoll, RateLimitHeaders, current_key, gateway_of
 from vidgate.api.errors import envelope, request_language
@@ -97,7 +98,25 @@ def _lookup(gateway: Gateway, task_id: str, secret: str) -> Any:
 fast_route = Route("/v1/tasks/{task_id}", PollEndpoint(), methods=["GET"])
 
 
-@router.get("/v1/tasks/{task_id}", summary="Query a task")
+@router.get(
+    "/v1/tasks/{task_id}",
+    summary="Query a task",
+    description="Status, progress, cost and, once finished, the result or the error of one of your "
+    "tasks. Poll every 1-3 s; another key's task is a 404.",
+    response_model=None,
+    responses=docs.ok(
+        openapi_models.TaskResponse,
+        'The task (with `"object": "generation.task"` in response version 2026-07-27)',
+        headers=(*docs.RATE_LIMITED, "X-APIMart-Response-Version"),
+    )
+    | docs.errors(
+        (400, "`language` is not en, zh, ko or ja, or `X-APIMart-Response-Version` is not a date"),
+        401,
+        (404, "No such task for this key"),
+        429,
+    ),
+    openapi_extra=docs.extra(auth="key", headers=("X-APIMart-Response-Version",)),
+)
 async def get_task_documented(
     task_id: str,
     language: str | None = Query(None, description="Language of messages: en, zh, ko, ja"),
@@ -121,7 +140,13 @@ def _decode_cursor(cursor: str) -> tuple[float, str]:
         raise InvalidRequest("cursor_invalid", param="cursor") from None
 
 
-@router.get("/v1/tasks", summary="List your tasks (vidgate extension)")
+@router.get(
+    "/v1/tasks",
+    summary="List your tasks (vidgate extension)",
+    responses=docs.ok(openapi_models.TaskList, "A page of tasks, newest first", headers=docs.RATE_LIMITED)
+    | docs.errors((400, "A query parameter is invalid; `param` names it"), 401, 429),
+    openapi_extra=docs.extra(auth="key"),
+)
 def list_tasks(
     request: Request,
     key: ApiKey = Depends(current_key),
@@ -160,7 +185,17 @@ def list_tasks(
     )
 
 
-@router.post("/v1/tasks/{task_id}/cancel", summary="Cancel a task (vidgate extension)")
+@router.post(
+    "/v1/tasks/{task_id}/cancel",
+    summary="Cancel a task (vidgate extension)",
+    responses=docs.ok(
+        openapi_models.TaskResponse,
+        "The task: cancelled, or still processing while its worker stops it",
+        headers=docs.RATE_LIMITED,
+    )
+    | docs.errors(401, (404, "No such task for this key"), (409, "The task has already finished"), 429),
+    openapi_extra=docs.extra(auth="key"),
+)
 def cancel_task(request: Request, task_id: str, key: ApiKey = Depends(current_key)) -> JsonResponse:
     """A pending task is cancelled at once; a running one is stopped by its worker (and at its
     upstream where the upstream allows it). A finished task is a 409."""

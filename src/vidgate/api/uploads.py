@@ -17,7 +17,8 @@ from fastapi.concurrency import run_in_threadpool
 from starlette.datastructures import UploadFile
 
 from vidgate import db, ids, keys
-from vidgate.api import Gateway
+from vidgate.api import Gateway, openapi_models
+from vidgate.api import openapi_docs as docs
 from vidgate.api.auth import current_key, gateway_of
 from vidgate.api.responses import JsonResponse
 from vidgate.api.videos import base_url
@@ -31,23 +32,35 @@ _CONTENT_TYPES = {"jpeg": "image/jpeg", "png": "image/png", "webp": "image/webp"
 _EXTENSIONS = {"jpeg": ".jpg", "png": ".png", "webp": ".webp", "gif": ".gif"}
 _UNSAFE = re.compile(r"[^A-Za-z0-9._-]+")
 
-_UPLOAD_SCHEMA = {
-    "requestBody": {
-        "required": True,
-        "content": {
-            "multipart/form-data": {
-                "schema": {
-                    "type": "object",
-                    "required": ["file"],
-                    "properties": {"file": {"type": "string", "format": "binary"}},
-                }
+_UPLOAD_BODY = {
+    "required": True,
+    "content": {
+        "multipart/form-data": {
+            "schema": {
+                "type": "object",
+                "required": ["file"],
+                "properties": {"file": {"type": "string", "format": "binary", "description": "The image"}},
+                "additionalProperties": False,
             }
-        },
-    }
+        }
+    },
 }
 
 
-@router.post("/v1/uploads/images", openapi_extra=_UPLOAD_SCHEMA, summary="Upload a reference image")
+@router.post(
+    "/v1/uploads/images",
+    summary="Upload a reference image",
+    description="Stores a JPEG, PNG, WebP or GIF (detected from its content, at most 20 MB) and "
+    "answers a signed URL, valid for 72 h, that every image parameter of a submit accepts.",
+    responses=docs.ok(openapi_models.Upload, "The stored image and its URL", headers=docs.RATE_LIMITED)
+    | docs.errors(
+        (400, "No multipart field `file`, or not a JPEG, PNG, WebP or GIF"),
+        401,
+        (413, "The file is over 20 MB"),
+        429,
+    ),
+    openapi_extra=docs.extra(auth="key", body=_UPLOAD_BODY),
+)
 async def upload_image(request: Request, key: keys.ApiKey = Depends(current_key)) -> JsonResponse:
     gateway = gateway_of(request)
     declared = request.headers.get("content-length")

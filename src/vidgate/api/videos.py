@@ -11,8 +11,9 @@ import orjson
 from fastapi import APIRouter, Request
 from fastapi.concurrency import run_in_threadpool
 
-from vidgate import catalog, keys, tasks
-from vidgate.api import Gateway, views
+from vidgate import catalog, keys, tasks, webhooks
+from vidgate.api import Gateway, openapi_models, views
+from vidgate.api import openapi_docs as docs
 from vidgate.api.auth import current_key, gateway_of
 from vidgate.api.errors import request_language
 from vidgate.api.responses import JsonResponse
@@ -28,21 +29,6 @@ MAX_PREFER_WAIT = 60
 _HOLD_POLL_SECONDS = 0.2
 _FINISHED = frozenset({"completed", "failed", "cancelled"})
 
-_SUBMIT_SCHEMA = {
-    "requestBody": {
-        "required": True,
-        "content": {
-            "application/json": {
-                "schema": {
-                    "oneOf": [
-                        {"$ref": f"#/components/schemas/{cls.__name__}"} for cls in catalog.MODELS.values()
-                    ]
-                }
-            }
-        },
-    }
-}
-
 
 def base_url(gateway: Gateway, request: Request) -> str:
     """VIDGATE_PUBLIC_URL, else scheme and Host of the request (cheap: this runs on every poll)."""
@@ -56,7 +42,38 @@ def base_url(gateway: Gateway, request: Request) -> str:
     return f"{scope.get('scheme', 'http')}://{host}{scope.get('root_path', '')}"
 
 
-@router.post("/v1/videos/generations", openapi_extra=_SUBMIT_SCHEMA, summary="Submit a video generation task")
+@router.post(
+    "/v1/videos/generations",
+    summary="Submit a video generation task",
+    description="Validates the body against the model's schema, quotes and holds its cost, and queues "
+    "the task. Answers at once with the task id, or with `Prefer: wait=N` holds until the task "
+    "finishes or N seconds pass and answers the task itself.",
+    responses=docs.ok(
+        openapi_models.SubmitResponse,
+        "The task was accepted (or replayed, with `Idempotency-Key`)",
+        headers=(
+            *docs.RATE_LIMITED,
+            "Idempotency-Replayed",
+            "Preference-Applied",
+            "X-APIMart-Response-Version",
+        ),
+    )
+    | docs.errors(
+        400,
+        401,
+        (402, "The key's prepaid balance cannot cover the task's quoted cost"),
+        (403, "This key may not use the model"),
+        (409, "`Idempotency-Key` already used with a different body"),
+        (413, "The body is over 1 MiB"),
+        (429, "Over the key's requests per minute, or its maximum of tasks in flight"),
+        (502, "No enabled provider serves the model here"),
+    ),
+    openapi_extra=docs.extra(
+        auth="key",
+        headers=("Idempotency-Key", "Prefer", "X-APIMart-Response-Version"),
+        body=docs.SUBMIT_BODY,
+    ),
+)
 async def submit(request: Request) -> JsonResponse:
     gateway = gateway_of(request)
     version = views.response_version(request.headers.get("x-apimart-response-version"))
@@ -147,12 +164,20 @@ def _authenticate_and_enqueue(
         body = orjson.loads(raw)
     except orjson.JSONDecodeError as exc:
         raise InvalidRequest("invalid_json", detail=str(exc).split(":")[0]) from None
-    parsed = catalog.parse(body)
-    return _enqueue(gateway, key, parsed, body, idempotency_key)
+    # `callback_url` (signed webhooks) is ours, not a model field; the hash still covers it.
+    fields, callback = webhooks.split_callback(body)
+    parsed = catalog.parse(fields)
+    callback_url = webhooks.check_callback_url(callback, allow_private=gateway.settings.allow_private_urls)
+    return _enqueue(gateway, key, parsed, body, idempotency_key, callback_url)
 
 
 def _enqueue(
-    gateway: Gateway, key: keys.ApiKey, parsed: catalog.VideoRequest, body: dict[str, Any], idem: str | None
+    gateway: Gateway,
+    key: keys.ApiKey,
+    parsed: catalog.VideoRequest,
+    body: dict[str, Any],
+    idem: str | None,
+    callback_url: str | None = None,
 ) -> tuple[Any, bool]:
     if not key.may_use(parsed.model):
         raise PermissionDenied("model_not_allowed", param="model", model=parsed.model)
@@ -174,6 +199,7 @@ def _enqueue(
         deadline_seconds=gateway.settings.task_deadline_seconds,
         cost=gateway.prices.quote(provider_name, parsed),
         max_in_flight=key.max_in_flight,
+        callback_url=callback_url,
     )
 
 

@@ -23,6 +23,7 @@ from vidgate.sdk.errors import (
 )
 from vidgate.sdk.pagination import AsyncTaskPage, TaskPage
 from vidgate.sdk.types import Balance, ResultVideo, SubmitResult, Task, TaskError, TaskResult, Upload
+from vidgate.sdk.webhooks import WebhookVerificationError, verify_webhook
 
 __all__ = [
     "APIConnectionError",
@@ -51,4 +52,6 @@ __all__ = [
     "Upload",
     "VidgateError",
     "WaitTimeoutError",
+    "WebhookVerificationError",
+    "verify_webhook",
 ]

@@ -120,13 +120,17 @@ class AsyncVideos:
         prompt: str | None = None,
         idempotency_key: str | None = None,
         wait: int | None = None,
+        callback_url: str | None = None,
         **params: Any,
     ) -> Task:
         """Submit a generation; answers the task (pending, or finished when `wait` seconds sufficed).
 
         Every model parameter is a keyword (`duration=5`, `image_urls=[...]`). An `Idempotency-Key`
         is sent on every submit (a uuid4 unless you pass one) so retries never duplicate a task.
-        `wait` (0-60) asks the server to hold the answer until the task finishes (`Prefer: wait`)."""
+        `wait` (0-60) asks the server to hold the answer until the task finishes (`Prefer: wait`).
+        `callback_url` receives signed webhooks of the task's state changes (`verify_webhook`)."""
+        if callback_url is not None:
+            params["callback_url"] = callback_url
         call = _calls.submit(model, prompt, params, idempotency_key=idempotency_key, wait=wait)
         answer = _calls.submitted(await self._client._request(call))
         if isinstance(answer, SubmitResult):  # a server that only speaks the legacy shape

@@ -65,6 +65,16 @@ def fresh_postgres() -> Iterator[str]:
         admin.dispose()
 
 
+@pytest.fixture
+def pg() -> Iterator[Database]:
+    """A fresh, migrated PostgreSQL database."""
+    with fresh_postgres() as url:
+        database = Database(url)
+        migrations.upgrade(database)
+        yield database
+        database.dispose()
+
+
 @pytest.fixture(params=["sqlite", "postgresql"])
 def any_database(request: pytest.FixtureRequest, settings: Settings) -> Iterator[Database]:
     """The same test on a SQLite file and on a fresh PostgreSQL database."""

@@ -4,25 +4,14 @@ without the caller seeing an error; a connection in steady use is not pinged."""
 
 from __future__ import annotations
 
-from collections.abc import Iterator
-
 import pytest
 import sqlalchemy as sa
 from sqlalchemy.pool import NullPool
 
-from vidgate import db, keys, migrations
+from vidgate import db, keys
 from vidgate.db import Database, normalize_url
 
-from .conftest import PG_ADMIN_URL, fresh_postgres
-
-
-@pytest.fixture
-def pg() -> Iterator[Database]:
-    with fresh_postgres() as url:
-        database = Database(url)
-        migrations.upgrade(database)
-        yield database
-        database.dispose()
+from .conftest import PG_ADMIN_URL
 
 
 def _kill_backends(database: Database) -> int:

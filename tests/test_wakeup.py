@@ -14,23 +14,14 @@ import pytest
 import sqlalchemy as sa
 from sqlalchemy.pool import NullPool
 
-from vidgate import catalog, keys, migrations, tasks, wakeup
+from vidgate import catalog, keys, tasks, wakeup
 from vidgate.api import build_gateway
 from vidgate.config import Settings
 from vidgate.db import Database, normalize_url
 
-from .conftest import PG_ADMIN_URL, fresh_postgres
+from .conftest import PG_ADMIN_URL
 
 BODY = {"model": "pixverse-v6", "prompt": "a lighthouse at dusk"}
-
-
-@pytest.fixture
-def pg() -> Iterator[Database]:
-    with fresh_postgres() as url:
-        database = Database(url)
-        migrations.upgrade(database)
-        yield database
-        database.dispose()
 
 
 class Counter:

@@ -204,20 +204,27 @@ async def _addresses(url: httpx.URL, resolver: Resolver, policy: Policy | None) 
     return list(addresses)
 
 
-def _describe(exc: httpx.HTTPError) -> str:
+def describe(exc: httpx.HTTPError) -> str:
+    """A short, safe account of a transport error (for task errors and delivery logs)."""
     if isinstance(exc, httpx.TimeoutException):
         return "timed out"
     text = str(exc) or type(exc).__name__
     return text if len(text) <= 200 else text[:197] + "..."
 
 
-async def _send(
-    client: httpx.AsyncClient, url: httpx.URL, addresses: list[IPAddress], timeout: float
+async def send_pinned(
+    client: httpx.AsyncClient,
+    method: str,
+    url: httpx.URL,
+    addresses: list[IPAddress],
+    *,
+    headers: dict[str, str],
+    timeout: float,
+    content: bytes | None = None,
 ) -> httpx.Response:
-    """GET `url` from the vetted addresses, trying the next one only when connecting fails."""
-    # A bare Request, not client.build_request: the client's default headers, cookies and
-    # base URL belong to whatever else it talks to, never to a stranger's URL.
-    headers = {**_HEADERS, "Host": url.netloc.decode("ascii")}
+    """Send to the vetted addresses (never a fresh lookup), trying the next one only when connecting
+    fails; no redirects, no client auth. The response is streamed: the caller reads and closes it.
+    `headers` must carry the URL's `Host`, since the connection goes to a bare address."""
     extensions: dict[str, object] = {"timeout": dict.fromkeys(("connect", "read", "write", "pool"), timeout)}
     if url.scheme == "https":
         extensions["sni_hostname"] = url.raw_host.decode("ascii")
@@ -225,15 +232,24 @@ async def _send(
     for ip in addresses:
         # Drop a zone id: only reachable with allow_private, and httpx URLs cannot carry one.
         target = url.copy_with(host=str(ip).split("%", 1)[0])
-        request = httpx.Request("GET", target, headers=headers, extensions=extensions)
+        # A bare Request, not client.build_request: the client's default headers, cookies and
+        # base URL belong to whatever else it talks to, never to a stranger's URL.
+        request = httpx.Request(method, target, headers=headers, content=content, extensions=extensions)
         try:
             return await client.send(request, stream=True, follow_redirects=False, auth=None)
         except httpx.ConnectError as exc:
-            last = exc
+            last = exc  # the next address may answer
         except httpx.HTTPError as exc:
-            raise FetchFailed(_describe(exc)) from exc
+            raise FetchFailed(describe(exc)) from exc
     assert last is not None
-    raise FetchFailed(_describe(last)) from last
+    raise FetchFailed(describe(last)) from last
+
+
+async def _send(
+    client: httpx.AsyncClient, url: httpx.URL, addresses: list[IPAddress], timeout: float
+) -> httpx.Response:
+    headers = {**_HEADERS, "Host": url.netloc.decode("ascii")}
+    return await send_pinned(client, "GET", url, addresses, headers=headers, timeout=timeout)
 
 
 async def _read(response: httpx.Response, max_bytes: int, on_chunk: ChunkHook | None) -> bytes:
@@ -251,7 +267,7 @@ async def _read(response: httpx.Response, max_bytes: int, on_chunk: ChunkHook | 
                 on_chunk(len(chunk))
             chunks.append(chunk)
     except httpx.HTTPError as exc:
-        raise FetchFailed(_describe(exc)) from exc
+        raise FetchFailed(describe(exc)) from exc
     return b"".join(chunks)
 
 

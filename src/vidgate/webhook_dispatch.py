@@ -231,37 +231,17 @@ async def _send(
     headers: dict[str, str],
     timeout: float,
 ) -> tuple[int, str]:
-    extensions: dict[str, object] = {"timeout": dict.fromkeys(("connect", "read", "write", "pool"), timeout)}
-    if url.scheme == "https":
-        extensions["sni_hostname"] = url.raw_host.decode("ascii")
-    last: httpx.HTTPError | None = None
-    for ip in addresses:
-        target = url.copy_with(host=str(ip).split("%", 1)[0])
-        request = httpx.Request("POST", target, headers=headers, content=body, extensions=extensions)
-        try:
-            response = await client.send(request, stream=True, follow_redirects=False, auth=None)
-        except httpx.ConnectError as exc:
-            last = exc  # the next address may answer
-            continue
-        except httpx.HTTPError as exc:
-            raise netguard.FetchFailed(_describe(exc)) from exc
-        try:
-            kept = b""
-            with contextlib.suppress(httpx.HTTPError):
-                async for chunk in response.aiter_bytes():
-                    kept += chunk
-                    if len(kept) >= _RESPONSE_KEPT:
-                        break
-            text = kept[:_RESPONSE_KEPT].decode("utf-8", "replace").replace("\x00", "")
-            return response.status_code, text.strip()
-        finally:
-            await response.aclose()
-    assert last is not None
-    raise netguard.FetchFailed(_describe(last)) from last
-
-
-def _describe(exc: httpx.HTTPError) -> str:
-    if isinstance(exc, httpx.TimeoutException):
-        return "timed out"
-    text = str(exc) or type(exc).__name__
-    return text if len(text) <= 200 else text[:197] + "..."
+    response = await netguard.send_pinned(
+        client, "POST", url, addresses, headers=headers, timeout=timeout, content=body
+    )
+    try:
+        kept = b""
+        with contextlib.suppress(httpx.HTTPError):
+            async for chunk in response.aiter_bytes():
+                kept += chunk
+                if len(kept) >= _RESPONSE_KEPT:
+                    break
+        text = kept[:_RESPONSE_KEPT].decode("utf-8", "replace").replace("\x00", "")
+        return response.status_code, text.strip()
+    finally:
+        await response.aclose()

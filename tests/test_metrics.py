@@ -11,10 +11,13 @@ from contextlib import contextmanager
 from typing import Any
 
 import pytest
+import sqlalchemy as sa
 from fastapi.testclient import TestClient
 from prometheus_client.parser import text_string_to_metric_families
 
-from vidgate import cli, logs, tasks
+from tests.test_webhooks import dispatch_until
+from tests.webhook_receiver import Receiver
+from vidgate import catalog, cli, db, keys, logs, metrics, tasks, webhooks
 from vidgate.api import create_app
 from vidgate.config import Settings
 from vidgate.db import Database
@@ -26,15 +29,19 @@ PIX = {"model": "pixverse-v6", "prompt": "a red kite", "resolution": "360p", "du
 Samples = dict[tuple[str, frozenset[tuple[str, str]]], float]
 
 
+def parse(text: str) -> Samples:
+    samples: Samples = {}
+    for family in text_string_to_metric_families(text):
+        for s in family.samples:
+            samples[(s.name, frozenset(s.labels.items()))] = s.value
+    return samples
+
+
 def scrape(client: TestClient, **headers: str) -> Samples:
     response = client.get("/metrics", headers=headers)
     assert response.status_code == 200, response.text
     assert response.headers["content-type"].startswith("text/plain")
-    samples: Samples = {}
-    for family in text_string_to_metric_families(response.text):
-        for s in family.samples:
-            samples[(s.name, frozenset(s.labels.items()))] = s.value
-    return samples
+    return parse(response.text)
 
 
 def value(samples: Samples, name: str, **labels: str) -> float | None:
@@ -129,6 +136,109 @@ def test_a_failed_task_counts_by_provider_and_code(
     assert after == (before or 0) + 1
     assert value(samples, "vidgate_tasks", status="failed", provider="local") == 1
     assert value(samples, "vidgate_ledger_entries_total", kind="release") == 1
+
+
+# --- webhooks ------------------------------------------------------------------------------------------
+
+
+def deliveries_by_status(samples: Samples) -> tuple[float | None, ...]:
+    """The deliveries gauge as (pending, delivered, failed)."""
+    statuses = ("pending", "delivered", "failed")
+    return tuple(value(samples, "vidgate_webhook_deliveries", status=s) for s in statuses)
+
+
+def delivery_status(database: Database, task_id: str) -> str:
+    [(row, _)] = webhooks.for_task(database, task_id)
+    return str(row.status)
+
+
+def cancelled_with_callback(client: TestClient, url: str) -> str:
+    """A task whose only delivery is its task.cancelled event, queued and due now."""
+    submitted = client.post("/v1/videos/generations", json={**PIX, "callback_url": url})
+    task_id: str = submitted.json()["data"][0]["task_id"]
+    assert client.post(f"/v1/tasks/{task_id}/cancel").status_code == 200
+    return task_id
+
+
+def test_webhook_attempts_by_outcome_deliveries_and_backlog(
+    settings: Settings, database: Database, api_key: str
+) -> None:
+    hooks = settings.model_copy(update={"webhook_retry_schedule": [0.1], "webhook_timeout_seconds": 3.0})
+    receiver = Receiver(fail_first=1)  # a 500 first: the delivery is retried, then delivered
+    try:
+        with app_client(hooks, api_key, metrics=True) as c:
+            before = scrape(c)
+            retried = cancelled_with_callback(c, receiver.url())
+            # Due 100 s ago and no dispatcher running: the backlog lag says so.
+            with database.write() as conn:
+                conn.execute(
+                    db.webhook_deliveries.update()
+                    .where(db.webhook_deliveries.c.task_id == retried)
+                    .values(next_attempt_at=time.time() - 100)
+                )
+            backlog = scrape(c)
+            dispatch_until(hooks, database, lambda: delivery_status(database, retried) == "delivered")
+            # A callback that resolves to loopback where private URLs are refused: failed at once.
+            refused = cancelled_with_callback(c, receiver.url())
+            strict = hooks.model_copy(update={"allow_private_urls": False})
+            dispatch_until(strict, database, lambda: delivery_status(database, refused) == "failed")
+            after = scrape(c)
+            [log] = c.get(f"/v1/tasks/{retried}/deliveries").json()["data"]
+    finally:
+        receiver.close()
+
+    assert [a["status_code"] for a in log["attempts"]] == [500, 200]
+    assert deliveries_by_status(backlog) == (1, 0, 0)
+    lag = value(backlog, "vidgate_webhook_lag_seconds")
+    assert lag is not None and 100 <= lag < 130
+
+    def grew(outcome: str) -> float:
+        name = "vidgate_webhook_attempts_total"
+        return (value(after, name, outcome=outcome) or 0) - (value(before, name, outcome=outcome) or 0)
+
+    # Every outcome is a series from the start, at 0 before anything happened.
+    for outcome in ("delivered", "retry", "failed"):
+        assert value(before, "vidgate_webhook_attempts_total", outcome=outcome) is not None
+    assert (grew("retry"), grew("delivered"), grew("failed")) == (1, 1, 1)
+    assert deliveries_by_status(after) == (0, 1, 1)
+    assert value(after, "vidgate_webhook_lag_seconds") == 0
+
+
+def test_webhook_gauges_count_due_deliveries_only(any_database: Database) -> None:
+    empty = parse(metrics.render(any_database).decode())
+    assert deliveries_by_status(empty) == (0, 0, 0)
+    assert value(empty, "vidgate_webhook_lag_seconds") == 0
+
+    key = keys.create(any_database, "hooks")[0].id
+    for _ in range(5):
+        tasks.create(
+            any_database,
+            key_id=key,
+            request=catalog.parse(PIX),
+            body=PIX,
+            provider="local",
+            estimated_time=5,
+            callback_url="http://127.0.0.1:9/hook",
+        )
+    tasks.claim(any_database, owner="w", providers=frozenset({"local"}), limit=10, lease_seconds=30)
+    D = db.webhook_deliveries
+    with any_database.read() as conn:
+        ids = list(conn.execute(sa.select(D.c.id).order_by(D.c.id)).scalars())
+    now = time.time()
+    shapes: list[dict[str, Any]] = [
+        {"status": "delivered", "next_attempt_at": None, "delivered_at": now},
+        {"status": "failed", "next_attempt_at": None},
+        {"next_attempt_at": now - 50},  # due for 50 s: the lag
+        {"next_attempt_at": now - 500, "lease_owner": "w", "lease_until": now + 30},  # in flight
+        {"next_attempt_at": now + 1000},  # waiting for its retry: not due yet
+    ]
+    with any_database.write() as conn:
+        for delivery_id, values in zip(ids, shapes, strict=True):
+            conn.execute(D.update().where(D.c.id == delivery_id).values(**values))
+    samples = parse(metrics.render(any_database).decode())
+    assert deliveries_by_status(samples) == (3, 1, 1)
+    lag = value(samples, "vidgate_webhook_lag_seconds")
+    assert lag is not None and 50 <= lag < 80
 
 
 # --- request ids and JSON logs -------------------------------------------------------------------------

@@ -21,6 +21,8 @@ from starlette.routing import Route
 import vidgate
 from tests.conftest import png_bytes
 from tests.e2e.conftest import Server, make_server
+from tests.test_webhooks import dispatch_until
+from tests.webhook_receiver import Receiver
 from vidgate import (
     AsyncClient,
     AuthenticationError,
@@ -37,7 +39,8 @@ from vidgate import (
 )
 from vidgate.api import create_app
 from vidgate.config import Settings
-from vidgate.sdk import APIConnectionError
+from vidgate.db import Database
+from vidgate.sdk import APIConnectionError, DeliveryAttempt, WebhookDelivery
 from vidgate.testing.fake_serve import free_port, serving
 
 SHORT: dict[str, Any] = {"duration": 1, "resolution": "360p"}
@@ -164,6 +167,46 @@ def test_cancel_and_wait_timeout(idle: Client) -> None:
         idle.tasks.wait(task.id, timeout=1, raise_on_failure=True)
     held = idle.videos.create(model="pixverse-v6", prompt="held", wait=1, **SHORT)
     assert held.status == "pending" and held.object == "generation.task"
+
+
+def test_delivery_log_and_redeliver(idle: Client, settings: Settings, database: Database) -> None:
+    receiver = Receiver()
+    try:
+        task = idle.videos.create(model="pixverse-v6", prompt="hooked", callback_url=receiver.url(), **SHORT)
+        assert idle.tasks.deliveries(task.id) == []  # `pending` is no event
+        idle.tasks.cancel(task.id)
+        [queued] = idle.tasks.deliveries(task.id)
+        assert isinstance(queued, WebhookDelivery) and queued.object == "webhook.delivery"
+        assert (queued.task_id, queued.event, queued.url) == (task.id, "task.cancelled", receiver.url())
+        assert (queued.status, queued.attempt_count, queued.attempts) == ("pending", 0, [])
+        dispatch_until(settings, database, lambda: len(receiver.delivered()) == 1)
+        [sent] = idle.tasks.deliveries(task.id)
+        assert sent.status == "delivered" and sent.delivered_at and sent.next_attempt_at is None
+        [attempt] = sent.attempts
+        assert isinstance(attempt, DeliveryAttempt)
+        assert (attempt.attempt, attempt.status_code, attempt.error, attempt.response) == (1, 200, None, "ok")
+
+        again = idle.tasks.redeliver(task.id, sent.id)
+        assert (again.id, again.status, again.attempt_count) == (sent.id, "pending", 1)
+        assert again.next_attempt_at is not None and again.delivered_at is None
+        with pytest.raises(NotFoundError) as missing:
+            idle.tasks.redeliver(task.id, "msg_nope")
+        assert missing.value.param == "delivery_id"
+        with pytest.raises(NotFoundError) as unknown:
+            idle.tasks.deliveries("task_01ARZ3NDEKTSV4RRFFQ69G5FAV")
+        assert unknown.value.param == "task_id"
+
+        async def via_async() -> tuple[list[WebhookDelivery], WebhookDelivery]:
+            async with AsyncClient(api_key=idle._settings.api_key, base_url=idle.base_url) as client:
+                return await client.tasks.deliveries(task.id), await client.tasks.redeliver(task.id, sent.id)
+
+        listed, requeued = asyncio.run(via_async())
+        assert [(d.id, d.status) for d in listed] == [(sent.id, "pending")]
+        assert requeued.id == sent.id and requeued.status == "pending"
+        dispatch_until(settings, database, lambda: len(receiver.delivered()) == 2)
+        assert [a.attempt for a in idle.tasks.deliveries(task.id)[0].attempts] == [1, 2]
+    finally:
+        receiver.close()
 
 
 def test_environment_fallbacks(monkeypatch: pytest.MonkeyPatch, idle: Client) -> None:

@@ -45,6 +45,9 @@ if TYPE_CHECKING:
         ConflictError as ConflictError,
     )
     from vidgate.sdk import (
+        DeliveryAttempt as DeliveryAttempt,
+    )
+    from vidgate.sdk import (
         InternalServerError as InternalServerError,
     )
     from vidgate.sdk import (
@@ -90,6 +93,9 @@ if TYPE_CHECKING:
         WaitTimeoutError as WaitTimeoutError,
     )
     from vidgate.sdk import (
+        WebhookDelivery as WebhookDelivery,
+    )
+    from vidgate.sdk import (
         WebhookVerificationError as WebhookVerificationError,
     )
     from vidgate.sdk import (
@@ -109,6 +115,7 @@ _SDK_NAMES = frozenset(
         "Balance",
         "Client",
         "ConflictError",
+        "DeliveryAttempt",
         "InternalServerError",
         "NotFoundError",
         "PaymentRequiredError",
@@ -124,6 +131,7 @@ _SDK_NAMES = frozenset(
         "Upload",
         "VidgateError",
         "WaitTimeoutError",
+        "WebhookDelivery",
         "WebhookVerificationError",
         "verify_webhook",
     }

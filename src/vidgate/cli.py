@@ -11,13 +11,16 @@ import runpy
 import signal
 import sys
 from pathlib import Path
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated
 
 import typer
 from rich.console import Console
 
 from vidgate.cli_keys import keys_app
 from vidgate.config import Settings, get_settings
+
+if TYPE_CHECKING:
+    from vidgate.metrics import WorkerMetricsServer
 
 app = typer.Typer(add_completion=False, no_args_is_help=True, help=__doc__)
 app.add_typer(keys_app, name="keys")
@@ -144,6 +147,7 @@ def worker() -> None:
     _database(settings).dispose()
     gateway = build_gateway(settings, run_worker=True)
     assert gateway.worker is not None
+    counters = _worker_metrics(settings)
 
     async def main() -> None:
         stop = asyncio.Event()
@@ -153,8 +157,35 @@ def worker() -> None:
         assert gateway.worker is not None
         await gateway.worker.run(stop)
 
-    asyncio.run(main())
-    gateway.database.dispose()
+    try:
+        asyncio.run(main())
+    finally:
+        if counters is not None:
+            counters.close()
+        gateway.database.dispose()
+
+
+def _worker_metrics(settings: Settings) -> WorkerMetricsServer | None:
+    """The worker's counters at /metrics when VIDGATE_METRICS and VIDGATE_WORKER_METRICS_PORT say
+    so; a port already taken stops the worker at start rather than leaving it silently unscraped."""
+    from vidgate.metrics import WorkerMetricsServer
+
+    if not settings.worker_metrics_port:
+        return None
+    if not settings.metrics:
+        logging.getLogger("vidgate").warning(
+            "VIDGATE_WORKER_METRICS_PORT is set but VIDGATE_METRICS is not: no worker metrics served"
+        )
+        return None
+    host, port = settings.host, settings.worker_metrics_port
+    try:
+        server = WorkerMetricsServer(host, port, token=settings.metrics_token)
+    except OSError as exc:
+        err.print(f"cannot serve worker metrics on {host}:{port}: {exc}")
+        raise typer.Exit(1) from None
+    server.start()
+    logging.getLogger("vidgate").info("worker metrics at http://%s:%d/metrics", host, port)
+    return server
 
 
 @app.command("gc")

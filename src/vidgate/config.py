@@ -113,6 +113,9 @@ class Settings(BaseSettings):
     metrics: bool = False
     #: When set, /metrics wants `Authorization: Bearer <token>`; empty: open (keep it off the internet).
     metrics_token: str = ""
+    #: `vidgate worker` serves its own counters at http://<host>:<port>/metrics (with VIDGATE_METRICS;
+    #: the same token). 0: off. Each worker process on a host needs its own port.
+    worker_metrics_port: int = Field(default=0, ge=0, le=65535)
     #: `text` (default) or `json`: one JSON object per line with request and task ids.
     log_format: str = "text"
 

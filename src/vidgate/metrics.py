@@ -3,18 +3,30 @@
 Two kinds of figures:
 
 - counted in this process: HTTP requests and their latencies by method, route template and status
-  (`RequestMetrics`, a pure ASGI middleware), and task failures by provider and error code
-  (`task_failed`, called by the worker where it fails a task);
+  (`RequestMetrics`, a pure ASGI middleware), task failures by provider and error code
+  (`task_failed`, called by the worker where it fails a task), upstream outages, and webhook
+  attempts by outcome (`webhook_attempt`, called by the dispatcher);
 - read from the database at scrape time (`DatabaseCollector`): tasks by status and provider, queue
   depth (pending tasks that are due), the age of the oldest pending task and the queue lag (how
-  long the longest-waiting due task has been due), and ledger totals by kind. These are the same
-  whichever process is scraped, so with many API processes scrape one, or sum the counters only.
+  long the longest-waiting due task has been due), webhook deliveries by status and their lag,
+  and ledger totals by kind. These are the same whichever process is scraped, so with many API
+  processes scrape one, or sum the counters only.
+
+API processes serve both at `/metrics` (`render`). A standalone `vidgate worker` serves its own
+counters only (`WorkerMetricsServer`, with `VIDGATE_WORKER_METRICS_PORT`): the database figures
+would be the same as the API's, and a worker should not pay a scan of `tasks` per scrape.
 """
 
 from __future__ import annotations
 
+import hmac
+import json
+import socket
+import socketserver
+import threading
 import time
 from collections.abc import Iterator
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 
 import sqlalchemy as sa
@@ -24,6 +36,7 @@ from prometheus_client.registry import Collector
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from vidgate import db
+from vidgate.errors import AuthenticationFailed
 from vidgate.status import Status
 
 #: Counters of this process (requests, failures). Not the prometheus_client default registry, so
@@ -55,6 +68,16 @@ UPSTREAM_UNAVAILABLE = Counter(
     ["provider"],
     registry=REGISTRY,
 )
+WEBHOOK_OUTCOMES = ("delivered", "retry", "failed")
+WEBHOOK_ATTEMPTS = Counter(
+    "vidgate_webhook_attempts_total",
+    "Webhook attempts this process finished, by outcome: delivered (a 2xx), retry (due again "
+    "later) or failed (given up).",
+    ["outcome"],
+    registry=REGISTRY,
+)
+for _outcome in WEBHOOK_OUTCOMES:  # every series from the start, so that rate() sees the first one
+    WEBHOOK_ATTEMPTS.labels(outcome=_outcome)
 
 #: Label for requests that matched no route: raw paths would let any client create series.
 UNMATCHED = "unmatched"
@@ -67,6 +90,10 @@ def task_failed(provider: str, code: str) -> None:
 
 def upstream_unavailable(provider: str) -> None:
     UPSTREAM_UNAVAILABLE.labels(provider=provider).inc()
+
+
+def webhook_attempt(outcome: str) -> None:
+    WEBHOOK_ATTEMPTS.labels(outcome=outcome).inc()
 
 
 class RequestMetrics:
@@ -139,15 +166,15 @@ _BY_ENDPOINT: dict[Any, str] = {}
 
 
 class DatabaseCollector(Collector):
-    """Figures read from the database when scraped: one grouped query over tasks, one over the
-    ledger."""
+    """Figures read from the database when scraped: one grouped query over tasks, one over
+    webhook deliveries, one over the ledger."""
 
     def __init__(self, database: db.Database) -> None:
         self.database = database
 
     def collect(self) -> Iterator[Any]:
         now = time.time()
-        t, ledger = db.tasks, db.ledger
+        t, ledger, d = db.tasks, db.ledger, db.webhook_deliveries
         pending = t.c.status == Status.PENDING.value
         due = sa.and_(pending, t.c.next_run_at <= now)
         task_query = sa.select(
@@ -158,11 +185,21 @@ class DatabaseCollector(Collector):
             sa.func.min(sa.case((pending, t.c.created_at), else_=None)),
             sa.func.min(sa.case((due, t.c.next_run_at), else_=None)),
         ).group_by(t.c.status, t.c.provider)
+        # Due as the dispatcher claims (webhooks._due): a leased row is in flight, not waiting.
+        hook_due = sa.and_(
+            d.c.status == "pending",
+            d.c.next_attempt_at <= now,
+            sa.or_(d.c.lease_until.is_(None), d.c.lease_until < now),
+        )
+        hook_query = sa.select(
+            d.c.status, sa.func.count(), sa.func.min(sa.case((hook_due, d.c.next_attempt_at), else_=None))
+        ).group_by(d.c.status)
         ledger_query = sa.select(ledger.c.kind, sa.func.count(), sa.func.sum(ledger.c.amount)).group_by(
             ledger.c.kind
         )
         with self.database.read() as conn:
             task_rows = conn.execute(task_query).all()
+            hook_rows = conn.execute(hook_query).all()
             ledger_rows = conn.execute(ledger_query).all()
 
         by_state = GaugeMetricFamily(
@@ -194,6 +231,28 @@ class DatabaseCollector(Collector):
         yield oldest
         yield lag
 
+        deliveries = GaugeMetricFamily(
+            "vidgate_webhook_deliveries",
+            "Webhook deliveries in the database, by status (pending, delivered, failed).",
+            labels=["status"],
+        )
+        hook_lag = GaugeMetricFamily(
+            "vidgate_webhook_lag_seconds",
+            "How long the longest-waiting due webhook delivery has been due (0 when none): "
+            "the dispatchers' backlog. A delivery waiting for its retry time is not due yet.",
+        )
+        counts = dict.fromkeys(("pending", "delivered", "failed"), 0.0)  # 0, not absent: alertable
+        first_hook_due: float | None = None
+        for status, count, first in hook_rows:
+            counts[status] = float(count)
+            if first is not None:
+                first_hook_due = first
+        for status, count in counts.items():
+            deliveries.add_metric([status], count)
+        hook_lag.add_metric([], max(0.0, now - first_hook_due) if first_hook_due is not None else 0.0)
+        yield deliveries
+        yield hook_lag
+
         amounts = CounterMetricFamily(
             "vidgate_ledger_amount",
             "Money moved by the ledger, by kind (topup, hold, capture, release).",
@@ -212,3 +271,69 @@ def render(database: db.Database) -> bytes:
     scraped = CollectorRegistry(auto_describe=False)
     scraped.register(DatabaseCollector(database))
     return generate_latest(REGISTRY) + generate_latest(scraped)
+
+
+# --- a standalone worker's counters ------------------------------------------------------------------
+
+
+class _CountersHandler(BaseHTTPRequestHandler):
+    server: WorkerMetricsServer
+
+    def do_GET(self) -> None:
+        if self.path.split("?", 1)[0] != "/metrics":
+            self._answer(404, _error(404, "Not found", "not_found_error"))
+            return
+        token = self.server.token
+        if token:
+            scheme, _, given = self.headers.get("Authorization", "").partition(" ")
+            if scheme.lower() != "bearer" or not hmac.compare_digest(given.strip().encode(), token.encode()):
+                error = AuthenticationFailed()
+                self._answer(401, _error(401, error.message(), error.type))
+                return
+        self._answer(200, generate_latest(REGISTRY), CONTENT_TYPE)
+
+    def _answer(self, status: int, body: bytes, content_type: str = "application/json") -> None:
+        self.send_response(status)
+        self.send_header("Content-Type", content_type)
+        self.send_header("Content-Length", str(len(body)))
+        self.end_headers()
+        self.wfile.write(body)
+
+    def log_message(self, format: str, *args: Any) -> None:
+        return None  # a scrape every few seconds would drown the worker's own lines
+
+
+def _error(code: int, message: str, kind: str) -> bytes:
+    """The API's error envelope, so that a scraper sees the same answer from either server."""
+    return json.dumps({"error": {"code": code, "message": message, "type": kind}}).encode()
+
+
+class WorkerMetricsServer(ThreadingHTTPServer):
+    """`GET /metrics` with this process's counters (REGISTRY), for a `vidgate worker`, which has no
+    API to serve them. A bearer token when `token` is set, as the API's route. Served from a daemon
+    thread: `start()`, then `close()` on shutdown."""
+
+    daemon_threads = True
+
+    def __init__(self, host: str, port: int, *, token: str = "") -> None:
+        self.address_family = socket.AF_INET6 if ":" in host else socket.AF_INET
+        self.token = token
+        super().__init__((host, port), _CountersHandler)
+        self._thread = threading.Thread(target=self.serve_forever, name="vidgate-metrics", daemon=True)
+
+    def server_bind(self) -> None:
+        # HTTPServer's would look the host up in reverse DNS (getfqdn): a slow start for nothing.
+        socketserver.TCPServer.server_bind(self)
+        self.server_name, self.server_port = str(self.server_address[0]), int(self.server_address[1])
+
+    @property
+    def port(self) -> int:
+        return int(self.server_address[1])
+
+    def start(self) -> None:
+        self._thread.start()
+
+    def close(self) -> None:
+        if self._thread.is_alive():
+            self.shutdown()
+        self.server_close()

@@ -24,7 +24,7 @@ from typing import Any
 import httpx
 import orjson
 
-from vidgate import __version__, netguard, tasks, webhooks
+from vidgate import __version__, metrics, netguard, tasks, webhooks
 from vidgate.config import Settings
 from vidgate.db import Database
 from vidgate.sdk.webhooks import sign_webhook
@@ -155,6 +155,7 @@ class Dispatcher:
             if retry_at > row.queued_at + self.settings.webhook_retry_window_seconds:
                 retry_at = None
         delivered = status_code is not None and 200 <= status_code < 300
+        metrics.webhook_attempt("delivered" if delivered else "retry" if retry_at else "failed")
         with contextlib.suppress(Exception):  # a lost outcome is an attempt made again: harmless
             written = await asyncio.to_thread(
                 webhooks.finish,

@@ -22,7 +22,17 @@ from vidgate.sdk.errors import (
     WaitTimeoutError,
 )
 from vidgate.sdk.pagination import AsyncTaskPage, TaskPage
-from vidgate.sdk.types import Balance, ResultVideo, SubmitResult, Task, TaskError, TaskResult, Upload
+from vidgate.sdk.types import (
+    Balance,
+    DeliveryAttempt,
+    ResultVideo,
+    SubmitResult,
+    Task,
+    TaskError,
+    TaskResult,
+    Upload,
+    WebhookDelivery,
+)
 from vidgate.sdk.webhooks import WebhookVerificationError, verify_webhook
 
 __all__ = [
@@ -37,6 +47,7 @@ __all__ = [
     "Balance",
     "Client",
     "ConflictError",
+    "DeliveryAttempt",
     "InternalServerError",
     "NotFoundError",
     "PaymentRequiredError",
@@ -52,6 +63,7 @@ __all__ = [
     "Upload",
     "VidgateError",
     "WaitTimeoutError",
+    "WebhookDelivery",
     "WebhookVerificationError",
     "verify_webhook",
 ]

@@ -8,7 +8,7 @@ from pathlib import Path
 from typing import IO, Any
 
 from vidgate.sdk._http import RESPONSE_VERSION, Call, data_of
-from vidgate.sdk.types import Balance, SubmitResult, Task, Upload
+from vidgate.sdk.types import Balance, SubmitResult, Task, Upload, WebhookDelivery
 
 MAX_PREFER_WAIT = 60
 FileInput = str | os.PathLike[str] | bytes | IO[bytes]
@@ -80,6 +80,24 @@ def list_tasks(
 
 def cancel(task_id: str) -> Call:
     return Call("POST", f"/v1/tasks/{task_id}/cancel", idempotent=True)
+
+
+def deliveries(task_id: str) -> Call:
+    return Call("GET", f"/v1/tasks/{task_id}/deliveries", idempotent=True)
+
+
+def delivery_list(body: Any) -> list[WebhookDelivery]:
+    """`{"object": "list", "data": [...]}`: all of them at once, not a cursor page (a task has few)."""
+    return [WebhookDelivery.model_validate(item) for item in body["data"]]
+
+
+def redeliver(task_id: str, delivery_id: str) -> Call:
+    # Safe to retry: queuing it twice sends the same webhook-id, which receivers dedupe on.
+    return Call("POST", f"/v1/tasks/{task_id}/deliveries/{delivery_id}/redeliver", idempotent=True)
+
+
+def delivery(body: Any) -> WebhookDelivery:
+    return WebhookDelivery.model_validate(data_of(body))
 
 
 def upload(file: FileInput, filename: str | None) -> Call:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import builtins
 import inspect
 import os
 import time
@@ -26,7 +27,7 @@ from vidgate.sdk._http import (
 )
 from vidgate.sdk.errors import TaskFailedError, WaitTimeoutError
 from vidgate.sdk.pagination import AsyncTaskPage, parse_page
-from vidgate.sdk.types import Balance, SubmitResult, Task, Upload
+from vidgate.sdk.types import Balance, SubmitResult, Task, Upload, WebhookDelivery
 
 ProgressCallback = Callable[[Task], Awaitable[None] | None]
 
@@ -224,6 +225,16 @@ class AsyncTasks:
 
     async def cancel(self, task_id: str) -> Task:
         return _calls.task(await self._client._request(_calls.cancel(task_id)))
+
+    # `builtins.list`: in this class, `list` names the method above.
+    async def deliveries(self, task_id: str) -> builtins.list[WebhookDelivery]:
+        """The task's webhook deliveries (one per event sent to its `callback_url`), oldest first,
+        each with every attempt. Empty for a task without a callback."""
+        return _calls.delivery_list(await self._client._request(_calls.deliveries(task_id)))
+
+    async def redeliver(self, task_id: str, delivery_id: str) -> WebhookDelivery:
+        """Send a delivery again now, with the same `webhook-id` and body; answers it as queued."""
+        return _calls.delivery(await self._client._request(_calls.redeliver(task_id, delivery_id)))
 
     async def wait(
         self,

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import builtins
 import os
 import time
 from collections.abc import Callable, Mapping
@@ -24,7 +25,7 @@ from vidgate.sdk._http import (
 )
 from vidgate.sdk.errors import TaskFailedError, WaitTimeoutError
 from vidgate.sdk.pagination import TaskPage, parse_page
-from vidgate.sdk.types import Balance, SubmitResult, Task, Upload
+from vidgate.sdk.types import Balance, SubmitResult, Task, Upload, WebhookDelivery
 
 ProgressCallback = Callable[[Task], None]
 
@@ -223,6 +224,16 @@ class Tasks:
 
     def cancel(self, task_id: str) -> Task:
         return _calls.task(self._client._request(_calls.cancel(task_id)))
+
+    # `builtins.list`: in this class, `list` names the method above.
+    def deliveries(self, task_id: str) -> builtins.list[WebhookDelivery]:
+        """The task's webhook deliveries (one per event sent to its `callback_url`), oldest first,
+        each with every attempt. Empty for a task without a callback."""
+        return _calls.delivery_list(self._client._request(_calls.deliveries(task_id)))
+
+    def redeliver(self, task_id: str, delivery_id: str) -> WebhookDelivery:
+        """Send a delivery again now, with the same `webhook-id` and body; answers it as queued."""
+        return _calls.delivery(self._client._request(_calls.redeliver(task_id, delivery_id)))
 
     def wait(
         self,

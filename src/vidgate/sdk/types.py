@@ -7,6 +7,7 @@ from typing import Literal
 from pydantic import BaseModel, ConfigDict, Field
 
 TaskStatus = Literal["pending", "processing", "completed", "failed", "cancelled"]
+DeliveryStatus = Literal["pending", "delivered", "failed"]
 FINISHED: frozenset[str] = frozenset({"completed", "failed", "cancelled"})
 
 
@@ -99,3 +100,41 @@ class Balance(_Model):
     """-1 when the key has no quota limit."""
     used_balance: float
     unlimited_quota: bool
+
+
+class DeliveryAttempt(_Model):
+    """One attempt at sending a webhook delivery."""
+
+    attempt: int
+    """1 for the first attempt, counting retries and redeliveries."""
+    at: int
+    """Unix seconds the attempt started."""
+    duration_ms: int = 0
+    status_code: int | None = None
+    """The receiver's HTTP status; None when no answer came."""
+    error: str | None = None
+    """Why it did not count as delivered; None for a 2xx."""
+    response: str | None = None
+    """The start of the receiver's answer (200 characters)."""
+
+
+class WebhookDelivery(_Model):
+    """One event sent to a task's `callback_url`, as `GET /v1/tasks/{id}/deliveries` lists it."""
+
+    id: str
+    """The `webhook-id` header: the same on every attempt and redelivery of this event."""
+    object: str | None = None
+    """`webhook.delivery`."""
+    task_id: str
+    event: str
+    """task.processing, task.completed, task.failed or task.cancelled."""
+    url: str
+    status: DeliveryStatus
+    """pending: being tried (or due again at `next_attempt_at`); failed: given up."""
+    created_at: int
+    """Unix seconds of the event."""
+    next_attempt_at: int | None = None
+    delivered_at: int | None = None
+    attempt_count: int = 0
+    """Attempts started (one cut short by a server restart counts)."""
+    attempts: list[DeliveryAttempt] = Field(default_factory=list)

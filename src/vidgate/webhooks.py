@@ -108,6 +108,31 @@ def check_callback_url(value: Any, *, allow_private: bool) -> str | None:
 # --- the outbox ----------------------------------------------------------------------------------
 
 
+def _record_statement() -> sa.Insert:
+    T = db.tasks
+    task_id = sa.bindparam("task_id", type_=sa.String)
+    event = sa.bindparam("event", type_=sa.String)
+    now = sa.bindparam("now", type_=sa.Float)
+    seen = sa.select(D.c.id).where(D.c.task_id == task_id, D.c.event == event).exists()
+    source = sa.select(
+        sa.bindparam("id", type_=sa.String),
+        T.c.id,
+        T.c.key_id,
+        event,
+        T.c.callback_url,
+        sa.literal("pending"),
+        now,
+        now,
+        now,
+    ).where(T.c.id == task_id, T.c.callback_url.is_not(None), ~seen)
+    columns = ["id", "task_id", "key_id", "event", "url", "status", "created_at", "queued_at"]
+    return D.insert().from_select([*columns, "next_attempt_at"], source)
+
+
+# Built once with bound parameters: it runs in the transaction of every status change.
+_RECORD = _record_statement()
+
+
 def record(conn: Connection, task_id: str, status: str, now: float) -> None:
     """Queue the event for `status` if the task has a callback and has not had this event yet.
 
@@ -115,21 +140,7 @@ def record(conn: Connection, task_id: str, status: str, now: float) -> None:
     event = EVENTS.get(status)
     if event is None:
         return
-    T = db.tasks
-    seen = sa.select(D.c.id).where(D.c.task_id == task_id, D.c.event == event).exists()
-    source = sa.select(
-        sa.literal(ids.new_id("msg")),
-        T.c.id,
-        T.c.key_id,
-        sa.literal(event),
-        T.c.callback_url,
-        sa.literal("pending"),
-        sa.literal(now),
-        sa.literal(now),
-        sa.literal(now),
-    ).where(T.c.id == task_id, T.c.callback_url.is_not(None), ~seen)
-    columns = ["id", "task_id", "key_id", "event", "url", "status", "created_at", "queued_at"]
-    conn.execute(D.insert().from_select([*columns, "next_attempt_at"], source))
+    conn.execute(_RECORD, {"id": ids.new_id("msg"), "task_id": task_id, "event": event, "now": now})
 
 
 def any_due(database: db.Database, now: float | None = None) -> bool:

@@ -96,7 +96,7 @@ def _load(port: int, path: str, headers: list[str]) -> dict[str, object]:
 
 def _prepare(data_dir: Path) -> tuple[str, str, dict[str, object]]:
     """A key and a completed task in a fresh SQLite database; returns (key, task id, task body)."""
-    from vidgate import catalog, keys, migrations, tasks
+    from vidgate import catalog, keys, leases, migrations, tasks
     from vidgate.api.views import task_view
     from vidgate.db import Database
     from vidgate.signing import Signer, load_secret
@@ -114,7 +114,7 @@ def _prepare(data_dir: Path) -> tuple[str, str, dict[str, object]]:
         provider="local",
         estimated_time=10,
     )
-    (claimed,) = tasks.claim(
+    (claimed,) = leases.claim(
         database, owner="bench", providers=frozenset({"local"}), limit=1, lease_seconds=60
     )
     result = {
@@ -126,7 +126,7 @@ def _prepare(data_dir: Path) -> tuple[str, str, dict[str, object]]:
         "fps": 24,
         "has_audio": False,
     }
-    tasks.complete(database, tasks.lease_of(claimed), result, ttl_seconds=86400)
+    leases.complete(database, leases.lease_of(claimed), result, ttl_seconds=86400)
     final = tasks.get(database, row.id)
     view = task_view(final, signer=Signer(load_secret(database, "")), base_url="http://127.0.0.1")
     database.dispose()

@@ -2,7 +2,7 @@
 
 - submits per second through `POST /v1/videos/generations` (one API process per database, and two
   API processes on PostgreSQL, the production shape), driven by the raw-socket load generator;
-- claims per second (`tasks.claim`, one task per claim, four claimers) on each database;
+- claims per second (`leases.claim`, one task per claim, four claimers) on each database;
 - task throughput with 1, 2 and 4 `vidgate worker` processes on PostgreSQL, on a job mix that is not
   CPU-bound: relays to a fake Vidu whose every response takes LATENCY seconds, with few ticks per
   worker, so a worker's capacity is its concurrency over the upstream's latency.
@@ -111,7 +111,7 @@ def _submits(url: str, tmp: Path, processes: int) -> float:
 
 
 def _claims(url: str) -> float:
-    from vidgate import catalog, tasks
+    from vidgate import catalog, leases, tasks
 
     database, key_id, _ = _prepare(url)
     body = {"model": "pixverse-v6", "prompt": "bench"}
@@ -124,7 +124,7 @@ def _claims(url: str) -> float:
 
     def claimer(name: str) -> None:
         while True:
-            rows = tasks.claim(
+            rows = leases.claim(
                 database, owner=name, providers=frozenset({"local"}), limit=1, lease_seconds=60
             )
             if not rows:

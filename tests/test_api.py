@@ -9,7 +9,7 @@ import pytest
 import sqlalchemy as sa
 from fastapi.testclient import TestClient
 
-from vidgate import db, keys, tasks
+from vidgate import db, keys, leases, tasks
 from vidgate.db import Database
 from vidgate.errors import TaskFailure
 from vidgate.status import Status
@@ -40,11 +40,11 @@ def assert_error(response: Any, status: int, type_: str, param: str | None = Non
 
 def run_to(database: Database, task_id: str, outcome: str) -> None:
     """Drive a pending task to a terminal state through the real queue operations."""
-    claimed = tasks.claim(
+    claimed = leases.claim(
         database, owner="test:1:x", providers=frozenset({"local"}), limit=50, lease_seconds=30
     )
     row = next(r for r in claimed if r.id == task_id)
-    lease = tasks.lease_of(row)
+    lease = leases.lease_of(row)
     if outcome == "completed":
         result = {
             "video": f"results/{task_id}/video.mp4",
@@ -55,10 +55,10 @@ def run_to(database: Database, task_id: str, outcome: str) -> None:
             "fps": 24,
             "has_audio": False,
         }
-        tasks.complete(database, lease, result, ttl_seconds=86400)
+        leases.complete(database, lease, result, ttl_seconds=86400)
     else:
         failure = TaskFailure("image_too_small", param="image_urls[0]", min=128, width=64, height=64)
-        tasks.fail(database, lease, failure.as_error())
+        leases.fail(database, lease, failure.as_error())
 
 
 # --- auth ---------------------------------------------------------------------------------------

@@ -17,7 +17,7 @@ import sqlalchemy as sa
 from fastapi.testclient import TestClient
 from typer.testing import CliRunner
 
-from vidgate import catalog, db, gc, keys, tasks
+from vidgate import catalog, db, gc, keys, leases, tasks
 from vidgate.api import create_app
 from vidgate.api.views import task_view
 from vidgate.cli import app as cli_app
@@ -85,7 +85,7 @@ class Place:
         )
         (claimed,) = [
             r
-            for r in tasks.claim(
+            for r in leases.claim(
                 self.database, owner="gc-test", providers=frozenset({"local"}), limit=50, lease_seconds=30
             )
             if r.id == row.id
@@ -94,7 +94,7 @@ class Place:
         for key in files:
             self.storage.put_bytes(key, b"media of " + row.id.encode())
         result = {"video": files[0], "thumbnail": files[1], "width": 640, "height": 360, "duration": 1}
-        tasks.complete(self.database, tasks.lease_of(claimed), result, ttl_seconds=int(ttl))
+        leases.complete(self.database, leases.lease_of(claimed), result, ttl_seconds=int(ttl))
         return row.id, files
 
 

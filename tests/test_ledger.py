@@ -4,7 +4,7 @@ The identity, for a metered key, after every step: balance = top-ups - captures 
 below zero, and `used` = the sum of captures. Holds taken while a key was still unlimited took
 nothing from any balance, so they give nothing back either (`ledger.hold`); the audit counts only
 holds that took money. Every step goes through the real code paths: `tasks.create` (the hold),
-`tasks.claim` + `tasks.complete` / `tasks.fail` / `tasks.finish_cancel` (capture or release in the
+`leases.claim` + `leases.complete` / `leases.fail` / `leases.finish_cancel` (capture or release in the
 state change's transaction), `tasks.request_cancel` and `ledger.top_up`.
 """
 
@@ -23,7 +23,7 @@ from fastapi.testclient import TestClient
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from vidgate import catalog, db, keys, ledger, tasks
+from vidgate import catalog, db, keys, leases, ledger, tasks
 from vidgate.api import create_app
 from vidgate.config import Settings
 from vidgate.db import Database
@@ -113,7 +113,7 @@ class Model:
     used: Decimal = ZERO
     #: task id -> (hold, whether it took money)
     holds: dict[str, tuple[Decimal, bool]] = field(default_factory=dict)
-    leases: dict[str, tasks.Lease] = field(default_factory=dict)
+    leases: dict[str, leases.Lease] = field(default_factory=dict)
     pending: list[str] = field(default_factory=list)
 
     def give_back(self, task_id: str, amount: Decimal) -> None:
@@ -144,7 +144,7 @@ def run_history(database: Database, start: Decimal | None, steps: list[Any], *, 
                 model.holds[row.id] = (cost, took)
                 model.pending.append(row.id)
         elif kind == "claim":
-            claimed = tasks.claim(
+            claimed = leases.claim(
                 database,
                 owner="prop",
                 providers=frozenset({provider}),
@@ -152,19 +152,19 @@ def run_history(database: Database, start: Decimal | None, steps: list[Any], *, 
                 lease_seconds=60,
             )
             for row in claimed:
-                model.leases[row.id] = tasks.lease_of(row)
+                model.leases[row.id] = leases.lease_of(row)
                 model.pending.remove(row.id)
         elif kind in ("complete", "fail") and model.leases:
             task_id = sorted(model.leases)[step[2] % len(model.leases)]
             lease = model.leases.pop(task_id)
             hold = model.holds[task_id][0]
             if kind == "complete":
-                tasks.complete(database, lease, RESULT, ttl_seconds=60, cost=step[1])
+                leases.complete(database, lease, RESULT, ttl_seconds=60, cost=step[1])
                 charged = min(step[1], hold)
                 model.used += charged
                 model.give_back(task_id, hold - charged)
             else:
-                tasks.fail(database, lease, {"code": "render_failed", "type": "server_error", "params": {}})
+                leases.fail(database, lease, {"code": "render_failed", "type": "server_error", "params": {}})
                 model.give_back(task_id, hold)
         elif kind == "cancel":
             # A held task: the owner asks, its worker stops it. A pending one is cancelled at once.
@@ -174,7 +174,7 @@ def run_history(database: Database, start: Decimal | None, steps: list[Any], *, 
             task_id = choices[step[2] % len(choices)]
             tasks.request_cancel(database, task_id, key_id)
             if task_id in model.leases:
-                tasks.finish_cancel(database, model.leases.pop(task_id))
+                leases.finish_cancel(database, model.leases.pop(task_id))
             else:
                 model.pending.remove(task_id)
             model.give_back(task_id, model.holds[task_id][0])
@@ -221,7 +221,7 @@ def test_cancelling_a_pending_task_returns_its_hold(database: Database) -> None:
 def test_failing_an_unleased_task_returns_its_hold(database: Database) -> None:
     key_id = keys.create(database, "unleased", balance=Decimal(10))[0].id
     row = create(database, key_id, Decimal(3))
-    assert tasks.fail_unleased(
+    assert leases.fail_unleased(
         database, row.id, {"code": "worker_lost", "type": "server_error", "params": {}}
     )
     assert ledger.totals(database, key_id)[0] == Decimal(10)
@@ -327,10 +327,10 @@ def test_balance_hold_capture_release_over_http(priced: TestClient, database: Da
             "used_balance": 0.0,
             "unlimited_quota": False,
         }
-    claimed = tasks.claim(database, owner="w", providers=frozenset({"local"}), limit=5, lease_seconds=30)
-    leases = {row.id: tasks.lease_of(row) for row in claimed}
-    tasks.complete(database, leases[first], RESULT, ttl_seconds=60, cost=Decimal("0.5"))
-    tasks.fail(database, leases[second], {"code": "render_failed", "type": "server_error", "params": {}})
+    claimed = leases.claim(database, owner="w", providers=frozenset({"local"}), limit=5, lease_seconds=30)
+    held = {row.id: leases.lease_of(row) for row in claimed}
+    leases.complete(database, held[first], RESULT, ttl_seconds=60, cost=Decimal("0.5"))
+    leases.fail(database, held[second], {"code": "render_failed", "type": "server_error", "params": {}})
     assert priced.get(f"/v1/tasks/{first}", headers=headers).json()["data"]["cost"] == 0.5
     assert priced.get(f"/v1/tasks/{second}", headers=headers).json()["data"]["cost"] == 0
     assert priced.get("/v1/balance", headers=headers).json() == {
@@ -349,9 +349,9 @@ def test_unlimited_key_reports_usage(priced: TestClient, database: Database) -> 
     task_id = submit(priced, {"model": "pixverse-v6", "prompt": "waves"}, **auth(secret)).json()["data"][0][
         "task_id"
     ]
-    (row,) = tasks.claim(database, owner="w", providers=frozenset({"local"}), limit=1, lease_seconds=30)
+    (row,) = leases.claim(database, owner="w", providers=frozenset({"local"}), limit=1, lease_seconds=30)
     assert row.id == task_id
-    tasks.complete(database, tasks.lease_of(row), RESULT, ttl_seconds=60, cost=Decimal("0.5"))
+    leases.complete(database, leases.lease_of(row), RESULT, ttl_seconds=60, cost=Decimal("0.5"))
     assert priced.get("/v1/balance", headers=auth(secret)).json() == {
         "success": True,
         "remain_balance": -1,

@@ -34,7 +34,7 @@ from hypothesis.stateful import (
     run_state_machine_as_test,
 )
 
-from vidgate import catalog, ids, keys, tasks
+from vidgate import catalog, ids, keys, leases, tasks
 from vidgate.db import Database
 from vidgate.errors import Conflict, NotFound, PaymentRequired, RateLimited
 from vidgate.status import TERMINAL, Phase, Status
@@ -92,26 +92,26 @@ class LifecycleMachine(RuleBasedStateMachine):
     def snapshot(self) -> Any:
         return snapshot(self.db, [k.id for k in self.keys])
 
-    def held(self) -> list[tuple[Worker, tasks.Lease]]:
+    def held(self) -> list[tuple[Worker, leases.Lease]]:
         return [(w, lease) for w in self.workers for lease in w.leases]
 
-    def pick_lease(self, i: int) -> tuple[Worker, tasks.Lease, TaskModel]:
+    def pick_lease(self, i: int) -> tuple[Worker, leases.Lease, TaskModel]:
         held = self.held()
         worker, lease = held[i % len(held)]
         return worker, lease, self.tasks[lease.task_id]
 
-    def current(self, lease: tasks.Lease) -> bool:
+    def current(self, lease: leases.Lease) -> bool:
         """Whether the database would accept a write through this lease (fencing, not the clock)."""
         t = self.tasks[lease.task_id]
         return t.status is Status.PROCESSING and (t.owner, t.token) == (lease.owner, lease.token)
 
-    def stale_write(self, worker: Worker, lease: tasks.Lease, call: Callable[[], object]) -> bool:
+    def stale_write(self, worker: Worker, lease: leases.Lease, call: Callable[[], object]) -> bool:
         """For a lease that moved on: the write raises LeaseLost and changes nothing. Returns
         whether it was stale (the caller stops); a worker that lost a task forgets it."""
         if self.current(lease):
             return False
         before = self.snapshot()
-        with pytest.raises(tasks.LeaseLost):
+        with pytest.raises(leases.LeaseLost):
             call()
         assert self.snapshot() == before, "a write through a lost lease changed something"
         worker.leases.remove(lease)
@@ -186,7 +186,7 @@ class LifecycleMachine(RuleBasedStateMachine):
             and t.next_run_at <= now
             and (t.lease_until is None or t.lease_until < now)
         }
-        rows = tasks.claim(
+        rows = leases.claim(
             self.db,
             owner=worker.name,
             providers=frozenset({self.provider}),
@@ -204,13 +204,13 @@ class LifecycleMachine(RuleBasedStateMachine):
             t.lease_until, t.attempts = now + worker.lease_seconds, t.attempts + 1
             if t.phase is Phase.QUEUED:
                 t.phase = Phase.FETCHING_INPUTS
-            worker.leases.append(tasks.lease_of(row))
+            worker.leases.append(leases.lease_of(row))
 
     @precondition(lambda self: self.held())
     @rule(i=PICK, progress=PROGRESS)
     def heartbeat(self, i: int, progress: int | None) -> None:
         worker, lease, t = self.pick_lease(i)
-        call = functools.partial(tasks.heartbeat, self.db, lease, worker.lease_seconds, progress=progress)
+        call = functools.partial(leases.heartbeat, self.db, lease, worker.lease_seconds, progress=progress)
         if self.stale_write(worker, lease, call):
             return
         assert call() == t.cancel_requested
@@ -224,7 +224,7 @@ class LifecycleMachine(RuleBasedStateMachine):
         worker, lease, t = self.pick_lease(i)
         values = {"upstream_id": f"up-{t.id}"} if phase is Phase.AWAITING_UPSTREAM else {}
         call = functools.partial(
-            tasks.checkpoint, self.db, lease, phase=phase, lease_seconds=worker.lease_seconds, **values
+            leases.checkpoint, self.db, lease, phase=phase, lease_seconds=worker.lease_seconds, **values
         )
         if self.stale_write(worker, lease, call):
             return
@@ -257,12 +257,12 @@ class LifecycleMachine(RuleBasedStateMachine):
             return self.release_many(worker, delay, progress)
         if how == "reroute":
             call = functools.partial(
-                tasks.reroute, self.db, lease, provider=self.provider, upstream_state={"tried": ["x"]}
+                leases.reroute, self.db, lease, provider=self.provider, upstream_state={"tried": ["x"]}
             )
         else:
             values: dict[str, Any] = {} if progress is None else {"progress": progress}
             phase = Phase.QUEUED if how == "queue" else None
-            call = functools.partial(tasks.release, self.db, lease, delay=delay, phase=phase, **values)
+            call = functools.partial(leases.release, self.db, lease, delay=delay, phase=phase, **values)
         if self.stale_write(worker, lease, call):
             return None
         call()
@@ -274,12 +274,12 @@ class LifecycleMachine(RuleBasedStateMachine):
         return None
 
     def release_many(self, worker: Worker, delay: float, progress: int | None) -> None:
-        leases = list(worker.leases)
+        held = list(worker.leases)
         values = None if progress is None else {"progress": progress}
-        expected = [self.current(lease) for lease in leases]
-        applied = tasks.release_many(self.db, [tasks.Release(lease, delay, None, values) for lease in leases])
+        expected = [self.current(lease) for lease in held]
+        applied = leases.release_many(self.db, [leases.Release(lease, delay, None, values) for lease in held])
         assert applied == expected  # each fenced by its own token; stale ones change nothing
-        for lease, ok in zip(leases, expected, strict=True):
+        for lease, ok in zip(held, expected, strict=True):
             if ok:
                 self._released(self.tasks[lease.task_id], delay, progress, requeue=False)
             else:
@@ -298,10 +298,10 @@ class LifecycleMachine(RuleBasedStateMachine):
         cost = t.hold * share
         call: Callable[[], None] = {
             Status.COMPLETED: functools.partial(
-                tasks.complete, self.db, lease, RESULT, ttl_seconds=60, cost=cost
+                leases.complete, self.db, lease, RESULT, ttl_seconds=60, cost=cost
             ),
-            Status.FAILED: functools.partial(tasks.fail, self.db, lease, ERROR),
-            Status.CANCELLED: functools.partial(tasks.finish_cancel, self.db, lease),
+            Status.FAILED: functools.partial(leases.fail, self.db, lease, ERROR),
+            Status.CANCELLED: functools.partial(leases.finish_cancel, self.db, lease),
         }[outcome]
         if self.stale_write(worker, lease, call):
             return
@@ -362,12 +362,12 @@ class LifecycleMachine(RuleBasedStateMachine):
         done = [t for t in self.tasks.values() if t.status in TERMINAL]
         if finished and done:
             before = self.snapshot()
-            assert not tasks.fail_unleased(self.db, done[i % len(done)].id, ERROR)
+            assert not leases.fail_unleased(self.db, done[i % len(done)].id, ERROR)
             assert self.snapshot() == before
             return
         unheld = self.unheld()
         t = unheld[i % len(unheld)]
-        assert tasks.fail_unleased(self.db, t.id, ERROR)
+        assert leases.fail_unleased(self.db, t.id, ERROR)
         t.close(Status.FAILED)
 
     @precondition(lambda self: any(t.upstream_id for t in self.tasks.values()))
@@ -433,6 +433,7 @@ def clock(monkeypatch: pytest.MonkeyPatch) -> Iterator[Clock]:
     fake = Clock()
     numbers = itertools.count(1)
     monkeypatch.setattr(tasks, "time", fake)
+    monkeypatch.setattr(leases, "time", fake)
     monkeypatch.setattr(ids, "new_task_id", lambda: f"task_{next(numbers):026d}")
     yield fake
 

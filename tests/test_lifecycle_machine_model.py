@@ -11,7 +11,7 @@ from typing import Any, NamedTuple
 
 import sqlalchemy as sa
 
-from vidgate import db, tasks
+from vidgate import db, leases
 from vidgate.db import Database
 from vidgate.status import TERMINAL, TRANSITIONS, Phase, Status
 
@@ -20,7 +20,7 @@ START = 1_900_000_000.0
 
 
 class Clock:
-    """What `time.time()` answers inside `vidgate.tasks` while the machine runs."""
+    """What `time.time()` answers inside `vidgate.tasks` and `vidgate.leases` while the machine runs."""
 
     def __init__(self) -> None:
         self.now = START
@@ -76,7 +76,7 @@ class Worker:
     lease_seconds: float
     #: What it believes it holds, oldest first; some moved on (a takeover, even by itself after
     #: its lease ran out; a cancel; its own release or finish). It forgets one on LeaseLost.
-    leases: list[tasks.Lease] = field(default_factory=list)
+    leases: list[leases.Lease] = field(default_factory=list)
 
 
 class Rows(NamedTuple):

@@ -17,7 +17,7 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from tests.test_webhooks import dispatch_until
 from tests.webhook_receiver import Receiver
-from vidgate import catalog, cli, db, keys, logs, metrics, tasks, webhooks
+from vidgate import catalog, cli, db, keys, leases, logs, metrics, tasks, webhooks
 from vidgate.api import create_app
 from vidgate.config import Settings
 from vidgate.db import Database
@@ -220,7 +220,7 @@ def test_webhook_gauges_count_due_deliveries_only(any_database: Database) -> Non
             estimated_time=5,
             callback_url="http://127.0.0.1:9/hook",
         )
-    tasks.claim(any_database, owner="w", providers=frozenset({"local"}), limit=10, lease_seconds=30)
+    leases.claim(any_database, owner="w", providers=frozenset({"local"}), limit=10, lease_seconds=30)
     D = db.webhook_deliveries
     with any_database.read() as conn:
         ids = list(conn.execute(sa.select(D.c.id).order_by(D.c.id)).scalars())
@@ -303,13 +303,13 @@ def test_request_id_is_answered_and_reaches_the_logs(
 def test_worker_logs_carry_the_task_id(
     settings: Settings, database: Database, api_key: str, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    real_fail = tasks.fail
+    real_fail = leases.fail
 
     def fail(*args: Any, **kwargs: Any) -> None:
         logging.getLogger("vidgate.test").warning("failing a task")
         real_fail(*args, **kwargs)
 
-    monkeypatch.setattr(tasks, "fail", fail)
+    monkeypatch.setattr(leases, "fail", fail)
     body = {**PIX, "image_urls": ["http://127.0.0.1:9/a.png"]}
     with json_lines() as buffer, app_client(settings, api_key, worker=True, allow_private_urls=False) as c:
         task_id = c.post("/v1/videos/generations", json=body).json()["data"][0]["task_id"]

@@ -10,7 +10,7 @@ import pytest
 import sqlalchemy as sa
 from sqlalchemy.exc import IntegrityError
 
-from vidgate import catalog, db, keys, tasks
+from vidgate import catalog, db, keys, leases, tasks
 from vidgate.db import Database
 from vidgate.errors import Conflict
 from vidgate.status import Status
@@ -45,13 +45,13 @@ def key_id(database: Database) -> str:
 
 def test_claim_takes_each_due_task_once(database: Database, key_id: str) -> None:
     ids = {_create(database, key_id).id for _ in range(5)}
-    first = tasks.claim(database, owner="a", providers=LOCAL, limit=3, lease_seconds=30)
-    second = tasks.claim(database, owner="b", providers=LOCAL, limit=10, lease_seconds=30)
+    first = leases.claim(database, owner="a", providers=LOCAL, limit=3, lease_seconds=30)
+    second = leases.claim(database, owner="b", providers=LOCAL, limit=10, lease_seconds=30)
     assert len(first) == 3 and len(second) == 2
     assert {r.id for r in first} | {r.id for r in second} == ids
     assert all(r.status == Status.PROCESSING and r.lease_token == 1 for r in [*first, *second])
-    assert tasks.claim(database, owner="c", providers=LOCAL, limit=10, lease_seconds=30) == []
-    assert tasks.claim(database, owner="c", providers=frozenset({"vidu"}), limit=10, lease_seconds=30) == []
+    assert leases.claim(database, owner="c", providers=LOCAL, limit=10, lease_seconds=30) == []
+    assert leases.claim(database, owner="c", providers=frozenset({"vidu"}), limit=10, lease_seconds=30) == []
 
 
 def test_concurrent_claimers_never_share_a_task(database: Database, key_id: str) -> None:
@@ -62,7 +62,7 @@ def test_concurrent_claimers_never_share_a_task(database: Database, key_id: str)
 
     def claimer(name: str) -> None:
         while True:
-            rows = tasks.claim(database, owner=name, providers=LOCAL, limit=2, lease_seconds=30)
+            rows = leases.claim(database, owner=name, providers=LOCAL, limit=2, lease_seconds=30)
             if not rows:
                 return
             with lock:
@@ -78,16 +78,16 @@ def test_concurrent_claimers_never_share_a_task(database: Database, key_id: str)
 
 def test_expired_lease_is_taken_over_and_old_holder_is_fenced(database: Database, key_id: str) -> None:
     task = _create(database, key_id)
-    (row,) = tasks.claim(database, owner="old", providers=LOCAL, limit=1, lease_seconds=0.05)
-    old = tasks.lease_of(row)
+    (row,) = leases.claim(database, owner="old", providers=LOCAL, limit=1, lease_seconds=0.05)
+    old = leases.lease_of(row)
     time.sleep(0.1)
-    (again,) = tasks.claim(database, owner="new", providers=LOCAL, limit=1, lease_seconds=30)
+    (again,) = leases.claim(database, owner="new", providers=LOCAL, limit=1, lease_seconds=30)
     assert again.id == task.id and again.lease_token == old.token + 1 and again.attempts == 2
-    with pytest.raises(tasks.LeaseLost):
-        tasks.heartbeat(database, old, 30, progress=50)
-    with pytest.raises(tasks.LeaseLost):
-        tasks.complete(database, old, {"video": "x"}, ttl_seconds=60)
-    tasks.complete(database, tasks.lease_of(again), {"video": "v"}, ttl_seconds=60)
+    with pytest.raises(leases.LeaseLost):
+        leases.heartbeat(database, old, 30, progress=50)
+    with pytest.raises(leases.LeaseLost):
+        leases.complete(database, old, {"video": "x"}, ttl_seconds=60)
+    leases.complete(database, leases.lease_of(again), {"video": "v"}, ttl_seconds=60)
     final = tasks.get(database, task.id)
     assert final is not None and final.status == Status.COMPLETED and final.progress == 100
     history = [(e.from_status, e.to_status, e.worker) for e in tasks.events(database, task.id)]
@@ -101,28 +101,28 @@ def test_expired_lease_is_taken_over_and_old_holder_is_fenced(database: Database
 
 def test_terminal_tasks_cannot_be_written_again(database: Database, key_id: str) -> None:
     _create(database, key_id)
-    (row,) = tasks.claim(database, owner="w", providers=LOCAL, limit=1, lease_seconds=30)
-    lease = tasks.lease_of(row)
-    tasks.fail(database, lease, {"code": "render_failed", "type": "server_error", "params": {}})
-    with pytest.raises(tasks.LeaseLost):
-        tasks.complete(database, lease, {"video": "v"}, ttl_seconds=60)
-    assert tasks.claim(database, owner="w2", providers=LOCAL, limit=1, lease_seconds=30) == []
+    (row,) = leases.claim(database, owner="w", providers=LOCAL, limit=1, lease_seconds=30)
+    lease = leases.lease_of(row)
+    leases.fail(database, lease, {"code": "render_failed", "type": "server_error", "params": {}})
+    with pytest.raises(leases.LeaseLost):
+        leases.complete(database, lease, {"video": "v"}, ttl_seconds=60)
+    assert leases.claim(database, owner="w2", providers=LOCAL, limit=1, lease_seconds=30) == []
 
 
 def test_release_makes_a_task_due_later(database: Database, key_id: str) -> None:
     task = _create(database, key_id)
-    (row,) = tasks.claim(database, owner="w", providers=LOCAL, limit=1, lease_seconds=30)
-    tasks.release(database, tasks.lease_of(row), delay=0.2)
-    assert tasks.claim(database, owner="w", providers=LOCAL, limit=1, lease_seconds=30) == []
+    (row,) = leases.claim(database, owner="w", providers=LOCAL, limit=1, lease_seconds=30)
+    leases.release(database, leases.lease_of(row), delay=0.2)
+    assert leases.claim(database, owner="w", providers=LOCAL, limit=1, lease_seconds=30) == []
     time.sleep(0.25)
-    (again,) = tasks.claim(database, owner="w", providers=LOCAL, limit=1, lease_seconds=30)
+    (again,) = leases.claim(database, owner="w", providers=LOCAL, limit=1, lease_seconds=30)
     assert again.id == task.id and again.attempts == 1  # a clean release resets the crash counter
 
 
 def test_heartbeat_caps_progress_below_100(database: Database, key_id: str) -> None:
     task = _create(database, key_id)
-    (row,) = tasks.claim(database, owner="w", providers=LOCAL, limit=1, lease_seconds=30)
-    tasks.heartbeat(database, tasks.lease_of(row), 30, progress=150)
+    (row,) = leases.claim(database, owner="w", providers=LOCAL, limit=1, lease_seconds=30)
+    leases.heartbeat(database, leases.lease_of(row), 30, progress=150)
     assert tasks.get(database, task.id).progress == 99  # type: ignore[union-attr]
 
 
@@ -164,8 +164,8 @@ def test_idempotent_create_races_make_one_task(database: Database, key_id: str) 
 def test_fail_unleased_only_touches_live_tasks(database: Database, key_id: str) -> None:
     task = _create(database, key_id)
     error = {"code": "worker_lost", "type": "server_error", "params": {"attempts": 3}}
-    assert tasks.fail_unleased(database, task.id, error)
-    assert not tasks.fail_unleased(database, task.id, error)
+    assert leases.fail_unleased(database, task.id, error)
+    assert not leases.fail_unleased(database, task.id, error)
     assert tasks.get(database, task.id).status == Status.FAILED  # type: ignore[union-attr]
 
 
@@ -177,7 +177,7 @@ def test_slot_cap_holds_across_concurrent_claimers(database: Database, key_id: s
 
     def claimer(name: str) -> None:
         for _ in range(20):
-            rows = tasks.claim(
+            rows = leases.claim(
                 database, owner=name, providers=LOCAL, limit=3, lease_seconds=30, slots={"local": 4}
             )
             with lock:
@@ -190,10 +190,10 @@ def test_slot_cap_holds_across_concurrent_claimers(database: Database, key_id: s
         t.join()
     assert len(held) == 4  # never more in flight than the cap, whoever asks
     with database.read() as conn:
-        assert tasks.in_flight(conn, "local") == 4
+        assert leases.in_flight(conn, "local") == 4
     # Finishing one frees exactly one slot.
     first = tasks.get(database, held[0])
     assert first is not None
-    tasks.complete(database, tasks.lease_of(first), {"video": "v"}, ttl_seconds=60)
-    more = tasks.claim(database, owner="x", providers=LOCAL, limit=10, lease_seconds=30, slots={"local": 4})
+    leases.complete(database, leases.lease_of(first), {"video": "v"}, ttl_seconds=60)
+    more = leases.claim(database, owner="x", providers=LOCAL, limit=10, lease_seconds=30, slots={"local": 4})
     assert len(more) == 1

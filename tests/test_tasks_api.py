@@ -7,7 +7,7 @@ import time
 import pytest
 from fastapi.testclient import TestClient
 
-from vidgate import tasks
+from vidgate import leases
 from vidgate.db import Database
 
 from .conftest import auth
@@ -70,7 +70,7 @@ def test_cancel_pending_at_once(client: TestClient, database: Database) -> None:
     assert data["status"] == "cancelled" and data["cost"] == 0 and "completed" in data
     assert client.get(f"/v1/tasks/{task_id}").json()["data"]["status"] == "cancelled"
     # Nothing can claim it any more.
-    assert tasks.claim(database, owner="w", providers=frozenset({"local"}), limit=5, lease_seconds=5) == []
+    assert leases.claim(database, owner="w", providers=frozenset({"local"}), limit=5, lease_seconds=5) == []
     again = client.post(f"/v1/tasks/{task_id}/cancel")
     assert "cancelled" in assert_error(again, 409, "invalid_request_error", "task_id")["message"]
 
@@ -85,12 +85,12 @@ def test_cancel_finished_or_foreign_task(client: TestClient, database: Database,
 
 def test_cancel_held_task_is_finished_by_its_worker(client: TestClient, database: Database) -> None:
     task_id = submit(client, PIX).json()["data"][0]["task_id"]
-    (row,) = tasks.claim(database, owner="w", providers=frozenset({"local"}), limit=1, lease_seconds=30)
-    lease = tasks.lease_of(row)
+    (row,) = leases.claim(database, owner="w", providers=frozenset({"local"}), limit=1, lease_seconds=30)
+    lease = leases.lease_of(row)
     response = client.post(f"/v1/tasks/{task_id}/cancel")
     assert response.json()["data"]["status"] == "processing"
-    assert tasks.heartbeat(database, lease, 30) is True  # the worker learns of it at its next heartbeat
-    tasks.finish_cancel(database, lease)
+    assert leases.heartbeat(database, lease, 30) is True  # the worker learns of it at its next heartbeat
+    leases.finish_cancel(database, lease)
     assert client.get(f"/v1/tasks/{task_id}").json()["data"]["status"] == "cancelled"
 
 

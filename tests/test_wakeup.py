@@ -14,7 +14,7 @@ import pytest
 import sqlalchemy as sa
 from sqlalchemy.pool import NullPool
 
-from vidgate import catalog, keys, tasks, wakeup
+from vidgate import catalog, keys, leases, tasks, wakeup
 from vidgate.api import build_gateway
 from vidgate.config import Settings
 from vidgate.db import Database, normalize_url
@@ -66,11 +66,11 @@ def test_submit_and_poke_notify_but_a_later_poll_does_not(
     task_id = _submit(pg, key.id)
     assert counter.wait_above(before), "a submit must wake listeners"
 
-    (row,) = tasks.claim(pg, owner="w1", providers=frozenset({"local"}), limit=1, lease_seconds=30)
-    lease = tasks.lease_of(row)
+    (row,) = leases.claim(pg, owner="w1", providers=frozenset({"local"}), limit=1, lease_seconds=30)
+    lease = leases.lease_of(row)
     time.sleep(0.3)
     quiet = counter.count
-    tasks.release(pg, lease, delay=60, upstream_id="up-1")
+    leases.release(pg, lease, delay=60, upstream_id="up-1")
     time.sleep(0.5)
     assert counter.count == quiet, "a release for a poll a minute away must not wake anyone"
 

@@ -22,7 +22,7 @@ from alembic.migration import MigrationContext
 
 from tests.conftest import fresh_postgres
 from tests.webhook_receiver import Receiver
-from vidgate import catalog, db, keys, migrations, tasks, webhooks
+from vidgate import catalog, db, keys, leases, migrations, tasks, webhooks
 from vidgate.config import Settings
 from vidgate.db import Database
 from vidgate.signing import Signer
@@ -62,7 +62,7 @@ def outbox(database: Database) -> list[Any]:
 
 
 def claim_all(database: Database) -> list[Any]:
-    return tasks.claim(database, owner="w", providers=frozenset({"local"}), limit=100, lease_seconds=30)
+    return leases.claim(database, owner="w", providers=frozenset({"local"}), limit=100, lease_seconds=30)
 
 
 def test_outbox_rows_commit_and_roll_back_with_the_state_change(any_database: Database) -> None:
@@ -82,13 +82,13 @@ def test_outbox_rows_commit_and_roll_back_with_the_state_change(any_database: Da
         raise RuntimeError("rolled back")
     assert len(outbox(any_database)) == 1
     # A write with a stale lease changes nothing, and queues nothing.
-    stale = tasks.Lease(task_id=hooked, owner="w", token=rows[hooked].lease_token + 5)
-    with pytest.raises(tasks.LeaseLost):
-        tasks.complete(any_database, stale, {"video": "results/x/video.mp4"}, ttl_seconds=60)
+    stale = leases.Lease(task_id=hooked, owner="w", token=rows[hooked].lease_token + 5)
+    with pytest.raises(leases.LeaseLost):
+        leases.complete(any_database, stale, {"video": "results/x/video.mp4"}, ttl_seconds=60)
     assert len(outbox(any_database)) == 1
 
     for task_id in (hooked, plain):
-        tasks.complete(any_database, tasks.lease_of(rows[task_id]), {"video": "v.mp4"}, ttl_seconds=60)
+        leases.complete(any_database, leases.lease_of(rows[task_id]), {"video": "v.mp4"}, ttl_seconds=60)
     assert [(r.task_id, r.event) for r in outbox(any_database)] == [
         (hooked, "task.processing"),
         (hooked, "task.completed"),
@@ -100,12 +100,12 @@ def test_each_event_is_queued_once_per_task(any_database: Database) -> None:
     task_id = new_task(any_database, key)
     [row] = claim_all(any_database)
     # Back to the queue (e.g. an upstream was busy) and claimed again: no second task.processing.
-    tasks.release(any_database, tasks.lease_of(row), delay=0, phase=tasks.Phase.QUEUED)
+    leases.release(any_database, leases.lease_of(row), delay=0, phase=tasks.Phase.QUEUED)
     [row] = claim_all(any_database)
-    tasks.reroute(any_database, tasks.lease_of(row), provider="local", upstream_state={})
+    leases.reroute(any_database, leases.lease_of(row), provider="local", upstream_state={})
     [row] = claim_all(any_database)
     error = {"code": "render_failed", "type": "server_error", "params": {"detail": "x"}}
-    tasks.fail(any_database, tasks.lease_of(row), error)
+    leases.fail(any_database, leases.lease_of(row), error)
     assert [(r.task_id, r.event) for r in outbox(any_database)] == [
         (task_id, "task.processing"),
         (task_id, "task.failed"),
@@ -154,7 +154,7 @@ def test_later_events_wait_for_an_untried_earlier_one_but_not_for_its_retries(
     key = key_id(any_database)
     task_id = new_task(any_database, key)
     [row] = claim_all(any_database)
-    tasks.complete(any_database, tasks.lease_of(row), {"video": "v.mp4"}, ttl_seconds=60)
+    leases.complete(any_database, leases.lease_of(row), {"video": "v.mp4"}, ttl_seconds=60)
     now = time.time() + 1
     [first] = webhooks.claim(any_database, owner="x", limit=10, lease_seconds=30, now=now)
     assert first.event == "task.processing" and first.webhook_secret.startswith("whsec_")

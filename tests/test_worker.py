@@ -26,7 +26,7 @@ import sqlalchemy as sa
 from fastapi.testclient import TestClient
 from PIL import Image
 
-from vidgate import catalog, db, keys, tasks
+from vidgate import catalog, db, keys, leases, tasks
 from vidgate.api import build_gateway, create_app
 from vidgate.config import Settings
 from vidgate.db import Database
@@ -335,7 +335,7 @@ def test_task_of_a_dead_same_host_worker_is_taken_over_at_once(
 ) -> None:
     task_id = _enqueue(database, api_key, {**PIX, "resolution": "360p", "duration": 1})
     dead = _dead_owner()
-    (claimed,) = tasks.claim(
+    (claimed,) = leases.claim(
         database, owner=dead, providers=frozenset({"local"}), limit=1, lease_seconds=3600
     )
     assert claimed.id == task_id and claimed.lease_owner == dead
@@ -443,7 +443,7 @@ def test_a_task_claimed_as_shutdown_begins_is_handed_back_at_once(
     gateway = build_gateway(settings, run_worker=True)
     worker = gateway.worker
     assert worker is not None
-    claim = tasks.claim
+    claim = leases.claim
 
     async def scenario() -> float:
         loop = asyncio.get_running_loop()
@@ -455,7 +455,7 @@ def test_a_task_claimed_as_shutdown_begins_is_handed_back_at_once(
                 loop.call_soon_threadsafe(stop.set)
             return rows
 
-        monkeypatch.setattr(tasks, "claim", claim_then_stop)
+        monkeypatch.setattr(leases, "claim", claim_then_stop)
         started = time.monotonic()
         await worker.run(stop)
         return time.monotonic() - started

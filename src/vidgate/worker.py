@@ -24,7 +24,7 @@ from typing import Any
 import sqlalchemy as sa
 from PIL import Image
 
-from vidgate import catalog, db, images, logs, metrics, prices, tasks, wakeup, webhook_dispatch
+from vidgate import catalog, db, images, leases, logs, metrics, prices, tasks, wakeup, webhook_dispatch
 from vidgate import gc as storage_gc
 from vidgate.config import Settings
 from vidgate.errors import TaskFailure
@@ -182,7 +182,7 @@ class Worker:
                 continue
             slots = {name: provider.in_flight_cap()} if isinstance(provider, RelayProvider) else None
             rows = await asyncio.to_thread(
-                tasks.claim,
+                leases.claim,
                 self.database,
                 owner=self.owner,
                 providers=frozenset({name}),
@@ -229,11 +229,11 @@ class Worker:
 
     async def _run_one(self, provider: Provider, row: sa.Row[Any]) -> None:
         logs.task_id.set(row.id)  # this tick runs as its own asyncio task: the id stays in it
-        lease = tasks.lease_of(row)
+        lease = leases.lease_of(row)
         if row.attempts > self._attempt_limit(provider):
             metrics.task_failed(provider.name, "worker_lost")
             error = TaskFailure("worker_lost", type="server_error", attempts=row.attempts - 1).as_error()
-            await asyncio.to_thread(self._quietly, tasks.fail, self.database, lease, error)
+            await asyncio.to_thread(self._quietly, leases.fail, self.database, lease, error)
             return
         # A task claimed while shutdown began is handed straight back, like every running one.
         state = _RunState(stopping=self._stopping)
@@ -246,7 +246,7 @@ class Worker:
             ctx = self._context(row, request, state, scratch, lease)
             if row.cancel_requested and await self._cancel_upstream(provider, ctx):
                 heartbeat.cancel()
-                await asyncio.to_thread(self._quietly, tasks.finish_cancel, self.database, lease)
+                await asyncio.to_thread(self._quietly, leases.finish_cancel, self.database, lease)
                 return
             outcome = await provider.run(ctx)
             if state.stored and not state.lost:
@@ -257,10 +257,10 @@ class Worker:
                 return
             if row.cancel_requested and not isinstance(outcome, Snooze):
                 # The upstream could not cancel, but has now finished: the owner still gets a cancel.
-                await asyncio.to_thread(self._quietly, tasks.finish_cancel, self.database, lease)
+                await asyncio.to_thread(self._quietly, leases.finish_cancel, self.database, lease)
             elif isinstance(outcome, Done):
                 await asyncio.to_thread(
-                    tasks.complete,
+                    leases.complete,
                     self.database,
                     lease,
                     outcome.result,
@@ -271,24 +271,24 @@ class Worker:
             elif isinstance(outcome, Snooze):
                 # Batched with other ticks' releases into one transaction (False: lease lost).
                 await self._releases.release(
-                    tasks.Release(lease, outcome.delay, outcome.phase, outcome.values)
+                    leases.Release(lease, outcome.delay, outcome.phase, outcome.values)
                 )
         except TaskFailure as failure:
             heartbeat.cancel()
-            finish = tasks.finish_cancel if row.cancel_requested else None
+            finish = leases.finish_cancel if row.cancel_requested else None
             if finish is not None:
                 await asyncio.to_thread(self._quietly, finish, self.database, lease)
             else:
                 metrics.task_failed(provider.name, failure.code)
-                await asyncio.to_thread(self._quietly, tasks.fail, self.database, lease, failure.as_error())
+                await asyncio.to_thread(self._quietly, leases.fail, self.database, lease, failure.as_error())
         except UpstreamUnavailable as exc:
             heartbeat.cancel()
             metrics.upstream_unavailable(provider.name)
             await asyncio.to_thread(self._quietly, self._fall_back, row, lease, provider.name, exc.detail)
-        except (RenderCancelled, tasks.LeaseLost):
+        except (RenderCancelled, leases.LeaseLost):
             heartbeat.cancel()
             if state.cancelling and not state.lost:
-                await asyncio.to_thread(self._quietly, tasks.finish_cancel, self.database, lease)
+                await asyncio.to_thread(self._quietly, leases.finish_cancel, self.database, lease)
             elif state.stopping and not state.lost:
                 # Graceful shutdown: back to the queue (pending), due now, without counting an
                 # attempt. A task with an upstream job keeps its phase (and its upstream slot).
@@ -298,7 +298,7 @@ class Worker:
                     else None
                 )
                 await asyncio.to_thread(
-                    self._quietly, tasks.release, self.database, lease, delay=0, phase=requeue
+                    self._quietly, leases.release, self.database, lease, delay=0, phase=requeue
                 )
         except Exception as exc:
             heartbeat.cancel()
@@ -329,7 +329,7 @@ class Worker:
             log.warning("task %s: cancel at %s failed; polling until it ends", ctx.task_id, provider.name)
             return False
 
-    def _fall_back(self, row: sa.Row[Any], lease: tasks.Lease, current: str, detail: str) -> None:
+    def _fall_back(self, row: sa.Row[Any], lease: leases.Lease, current: str, detail: str) -> None:
         """Nothing was accepted upstream: try the next provider of the model's route, else retry
         this one with backoff until the deadline."""
         state = dict(tasks.decode_json(row.upstream_state) or {})
@@ -345,7 +345,7 @@ class Worker:
             f"moving to {following}" if following else "will retry",
         )
         if following is not None:
-            tasks.reroute(self.database, lease, provider=following, upstream_state={"tried": tried})
+            leases.reroute(self.database, lease, provider=following, upstream_state={"tried": tried})
             self.wake()
             return
         if row.deadline_at is not None and time.time() >= row.deadline_at:
@@ -353,10 +353,10 @@ class Worker:
                 "upstream_unavailable", type="bad_gateway", upstream=current, detail=detail[:200]
             )
             metrics.task_failed(current, "upstream_unavailable")
-            tasks.fail(self.database, lease, error.as_error())
+            leases.fail(self.database, lease, error.as_error())
             return
         failures = int(state.get("unavailable", 0)) + 1
-        tasks.release(
+        leases.release(
             self.database,
             lease,
             delay=backoff(failures, base=self.settings.upstream_backoff_seconds, cap=60.0),
@@ -371,22 +371,22 @@ class Worker:
         database restart is no sign of poison, and the task's deadline bounds it anyway."""
         return self.settings.max_attempts * (10 if isinstance(provider, RelayProvider) else 1)
 
-    def _retry_or_fail(self, lease: tasks.Lease, attempts: int, exc: Exception, provider: Provider) -> None:
+    def _retry_or_fail(self, lease: leases.Lease, attempts: int, exc: Exception, provider: Provider) -> None:
         if attempts >= self._attempt_limit(provider):
             code = "task_error" if isinstance(provider, RelayProvider) else "render_failed"
             metrics.task_failed(provider.name, code)
             error = TaskFailure(code, type="server_error", detail=type(exc).__name__).as_error()
-            self._quietly(tasks.fail, self.database, lease, error)
+            self._quietly(leases.fail, self.database, lease, error)
         else:
             delay = min(60.0, 2.0**attempts)
-            self._quietly(tasks.release, self.database, lease, delay=delay, reset_attempts=False)
+            self._quietly(leases.release, self.database, lease, delay=delay, reset_attempts=False)
 
     @staticmethod
     def _quietly(fn: Any, *args: Any, **kwargs: Any) -> None:
-        with contextlib.suppress(tasks.LeaseLost):
+        with contextlib.suppress(leases.LeaseLost):
             fn(*args, **kwargs)
 
-    async def _heartbeat(self, lease: tasks.Lease, state: _RunState, *, estimated: int) -> None:
+    async def _heartbeat(self, lease: leases.Lease, state: _RunState, *, estimated: int) -> None:
         """Renew the lease and publish progress until the tick ends; flag a lost lease."""
         interval = max(0.2, min(1.0, self.settings.lease_seconds / 3))
         written: tuple[int | None, Phase | None] = (None, None)
@@ -395,7 +395,7 @@ class Worker:
             progress = None if state.fraction is None else 5 + int(state.fraction * 90)
             try:
                 cancel = await asyncio.to_thread(
-                    tasks.heartbeat,
+                    leases.heartbeat,
                     self.database,
                     lease,
                     self.settings.lease_seconds,
@@ -405,7 +405,7 @@ class Worker:
                 written = (progress, state.phase)
                 if cancel:
                     state.cancelling = True
-            except tasks.LeaseLost:
+            except leases.LeaseLost:
                 state.lost = True
                 return
             except Exception:  # the database may be briefly unreachable; the lease is still ours
@@ -419,7 +419,7 @@ class Worker:
         request: catalog.VideoRequest,
         state: _RunState,
         scratch: Path,
-        lease: tasks.Lease,
+        lease: leases.Lease,
     ) -> TaskContext:
         def set_phase(phase: Phase) -> None:
             state.phase = phase
@@ -474,7 +474,7 @@ class Worker:
             if "upstream_id" in values:
                 ctx.upstream_id = values["upstream_id"]
             await asyncio.to_thread(
-                tasks.checkpoint,
+                leases.checkpoint,
                 self.database,
                 lease,
                 phase=phase,
@@ -529,10 +529,10 @@ class _ReleaseBatcher:
 
     def __init__(self, database: db.Database) -> None:
         self.database = database
-        self._pending: list[tuple[tasks.Release, asyncio.Future[bool]]] = []
+        self._pending: list[tuple[leases.Release, asyncio.Future[bool]]] = []
         self._flusher: asyncio.Task[None] | None = None
 
-    async def release(self, item: tasks.Release) -> bool:
+    async def release(self, item: leases.Release) -> bool:
         future: asyncio.Future[bool] = asyncio.get_running_loop().create_future()
         self._pending.append((item, future))
         if self._flusher is None or self._flusher.done():
@@ -545,7 +545,7 @@ class _ReleaseBatcher:
             batch, self._pending = self._pending[: self.MAX_BATCH], self._pending[self.MAX_BATCH :]
             try:
                 applied = await asyncio.to_thread(
-                    tasks.release_many, self.database, [item for item, _ in batch]
+                    leases.release_many, self.database, [item for item, _ in batch]
                 )
             except Exception as exc:  # e.g. the database is down: each tick sees the error
                 for _, future in batch:

@@ -77,7 +77,7 @@ def test_outbox_rows_commit_and_roll_back_with_the_state_change(any_database: Da
 
     # A state change that rolls back takes its delivery with it.
     with pytest.raises(RuntimeError), any_database.write() as conn:
-        tasks._event(conn, hooked, "processing", "completed", "done")
+        tasks.record_event(conn, hooked, "processing", "completed", "done")
         assert conn.execute(sa.select(sa.func.count()).select_from(D)).scalar_one() == 2
         raise RuntimeError("rolled back")
     assert len(outbox(any_database)) == 1

@@ -282,6 +282,11 @@ def run_chaos(tmp: Path, database_url: str | None, cfg: ChaosConfig) -> ChaosRep
                 "VIDGATE_PRICES_FILE": str(price_file),
                 "VIDGATE_ALLOW_PRIVATE_URLS": "true",
                 "VIDGATE_GC_INTERVAL_SECONDS": "0",
+                # Six processes at the default 10 + 20 pooled connections, plus each worker's
+                # LISTEN connection and a killed worker's not yet closed ones, can pass the local
+                # server's max_connections (100): size the pools as docs/deployment.md says.
+                "VIDGATE_DATABASE_POOL_SIZE": "5",
+                "VIDGATE_DATABASE_MAX_OVERFLOW": "7",
             }
             # The bulk, straight into the database (what the API would write, quote included).
             bulk = cfg.tasks - cfg.http_per_api * cfg.api_processes

@@ -6,10 +6,12 @@ import http.server
 import io
 import os
 import threading
+import time
 import uuid
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
+from typing import Any
 
 import pytest
 import sqlalchemy as sa
@@ -119,6 +121,20 @@ def worker_client(settings: Settings, database: Database, api_key: str) -> Itera
     """The API with its in-process worker, as `vidgate serve` runs it."""
     with TestClient(create_app(settings, run_worker=True), headers=auth(api_key)) as c:
         yield c
+
+
+def wait_finished(
+    client: TestClient, task_id: str, *, timeout: float = 60, headers: dict[str, str] | None = None
+) -> dict[str, Any]:
+    """Poll `GET /v1/tasks/{id}` every 50 ms until the task is completed, failed or cancelled."""
+    deadline = time.monotonic() + timeout
+    while True:
+        data: dict[str, Any] = client.get(f"/v1/tasks/{task_id}", headers=headers).json()["data"]
+        if data["status"] in ("completed", "failed", "cancelled"):
+            return data
+        if time.monotonic() >= deadline:
+            raise AssertionError(f"task {task_id} did not finish in {timeout} s: {data}")
+        time.sleep(0.05)
 
 
 def png_bytes(color: tuple[int, int, int], size: tuple[int, int] = (256, 256), fmt: str = "PNG") -> bytes:

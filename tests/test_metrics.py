@@ -22,7 +22,7 @@ from vidgate.api import create_app
 from vidgate.config import Settings
 from vidgate.db import Database
 
-from .conftest import auth
+from .conftest import auth, wait_finished
 
 PIX = {"model": "pixverse-v6", "prompt": "a red kite", "resolution": "360p", "duration": 1}
 
@@ -55,16 +55,6 @@ def app_client(
     configured = settings.model_copy(update=overrides)
     with TestClient(create_app(configured, run_worker=worker), headers=auth(secret)) as c:
         yield c
-
-
-def wait_terminal(client: TestClient, task_id: str, timeout: float = 20) -> dict[str, Any]:
-    deadline = time.time() + timeout
-    while time.time() < deadline:
-        data: dict[str, Any] = client.get(f"/v1/tasks/{task_id}").json()["data"]
-        if data["status"] in ("completed", "failed", "cancelled"):
-            return data
-        time.sleep(0.05)
-    raise AssertionError(f"task {task_id} did not finish: {data}")
 
 
 # --- /metrics ----------------------------------------------------------------------------------------
@@ -130,7 +120,7 @@ def test_a_failed_task_counts_by_provider_and_code(
     with app_client(settings, api_key, worker=True, metrics=True, allow_private_urls=False) as c:
         before = value(scrape(c), "vidgate_task_failures_total", provider="local", code="image_url_refused")
         task_id = c.post("/v1/videos/generations", json=body).json()["data"][0]["task_id"]
-        assert wait_terminal(c, task_id)["status"] == "failed"
+        assert wait_finished(c, task_id, timeout=20)["status"] == "failed"
         samples = scrape(c)
     after = value(samples, "vidgate_task_failures_total", provider="local", code="image_url_refused")
     assert after == (before or 0) + 1
@@ -313,7 +303,7 @@ def test_worker_logs_carry_the_task_id(
     body = {**PIX, "image_urls": ["http://127.0.0.1:9/a.png"]}
     with json_lines() as buffer, app_client(settings, api_key, worker=True, allow_private_urls=False) as c:
         task_id = c.post("/v1/videos/generations", json=body).json()["data"][0]["task_id"]
-        assert wait_terminal(c, task_id)["status"] == "failed"
+        assert wait_finished(c, task_id, timeout=20)["status"] == "failed"
     [line] = [line for line in parsed(buffer) if line["message"] == "failing a task"]
     assert line["task_id"] == task_id
     assert line["level"] == "WARNING"

@@ -25,7 +25,7 @@ from vidgate.config import Settings
 from vidgate.storage import InvalidKey, Storage
 from vidgate.storage_s3 import MAX_PRESIGN_SECONDS, S3Storage, parse_storage_url
 
-from .conftest import auth, png_bytes
+from .conftest import auth, png_bytes, wait_finished
 from .e2e.conftest import probe
 from .storage_harness import S3Server, live_app, migrated, s3_server
 
@@ -279,16 +279,6 @@ def test_storage_urls_are_validated(tmp_path: Path) -> None:
 # --- end to end on S3 ------------------------------------------------------------------------------------
 
 
-def _wait(client: TestClient, task_id: str, timeout: float = 60) -> dict[str, Any]:
-    deadline = time.monotonic() + timeout
-    while True:
-        data: dict[str, Any] = client.get(f"/v1/tasks/{task_id}").json()["data"]
-        if data["status"] in ("completed", "failed", "cancelled"):
-            return data
-        assert time.monotonic() < deadline, data
-        time.sleep(0.05)
-
-
 def _submit(client: TestClient, body: dict[str, Any]) -> str:
     response = client.post("/v1/videos/generations", json=body)
     assert response.status_code == 200, response.text
@@ -317,7 +307,7 @@ def test_end_to_end_on_s3(tmp_path: Path, s3: S3Server) -> None:
                 "resolution": "360p",
             },
         )
-        data = _wait(client, first)
+        data = wait_finished(client, first)
         assert data["status"] == "completed", data
         video_url = data["result"]["videos"][0]["url"][0]
         assert video_url.startswith(f"{s3.endpoint}/{bucket}/vg/media/results/{first}/video.mp4?")
@@ -338,7 +328,7 @@ def test_end_to_end_on_s3(tmp_path: Path, s3: S3Server) -> None:
             client,
             {"model": "pixverse-v6", "prompt": "and on", "extend_from_task_id": first, "duration": 1},
         )
-        extended = _wait(client, second)
+        extended = wait_finished(client, second)
         assert extended["status"] == "completed", extended
         assert httpx.get(extended["result"]["videos"][0]["url"][0], timeout=30).status_code == 200
     # Nothing was kept on local disk but scratch (emptied) and the database.

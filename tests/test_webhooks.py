@@ -14,7 +14,7 @@ from typing import Any
 import pytest
 from fastapi.testclient import TestClient
 
-from tests.conftest import auth
+from tests.conftest import auth, wait_finished
 from tests.webhook_receiver import Receiver, hand_verify
 from vidgate import keys, tasks
 from vidgate.api import create_app
@@ -76,16 +76,6 @@ def submit(client: TestClient, body: dict[str, Any], **headers: str) -> str:
     return task_id
 
 
-def wait_task(client: TestClient, task_id: str, timeout: float = 60) -> dict[str, Any]:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        data: dict[str, Any] = client.get(f"/v1/tasks/{task_id}", headers=NEW).json()["data"]
-        if data["status"] in ("completed", "failed", "cancelled"):
-            return data
-        time.sleep(0.05)
-    raise AssertionError(f"{task_id} did not finish")
-
-
 def deliveries(client: TestClient, task_id: str) -> list[dict[str, Any]]:
     response = client.get(f"/v1/tasks/{task_id}/deliveries")
     assert response.status_code == 200, response.text
@@ -118,7 +108,7 @@ def test_state_changes_arrive_signed_with_the_task(
     live: TestClient, database: Database, receiver: Receiver, api_key: str
 ) -> None:
     task_id = submit(live, {**PIX, "callback_url": receiver.url("/hook?src=vidgate")})
-    task = wait_task(live, task_id)
+    task = wait_finished(live, task_id, headers=NEW)
     assert task["status"] == "completed", task
     receiver.wait_for(lambda r: len(r.delivered()) == 2)
     secret = webhook_secret(database, api_key)
@@ -166,7 +156,7 @@ def test_a_receiver_that_fails_three_times_still_gets_each_event(
     receiver = Receiver(fail_first=3)
     try:
         task_id = submit(live, {**PIX, "callback_url": receiver.url()})
-        assert wait_task(live, task_id)["status"] == "completed"
+        assert wait_finished(live, task_id, headers=NEW)["status"] == "completed"
         receiver.wait_for(lambda r: sorted(r.events()) == ["task.completed", "task.processing"])
         secret = webhook_secret(database, api_key)
         by_id: dict[str, list[Any]] = {}
@@ -193,7 +183,7 @@ def test_a_receiver_that_fails_three_times_still_gets_each_event(
 def test_a_failed_task_sends_task_failed_with_its_error(live: TestClient, receiver: Receiver) -> None:
     body = {**PIX, "image_urls": ["http://127.0.0.1:9/none.png"], "callback_url": receiver.url()}
     task_id = submit(live, body)
-    assert wait_task(live, task_id)["status"] == "failed"
+    assert wait_finished(live, task_id, headers=NEW)["status"] == "failed"
     receiver.wait_for(lambda r: "task.failed" in r.events())
     failed = next(r for r in receiver.delivered() if r.json["type"] == "task.failed")
     assert failed.json["data"]["status"] == "failed"

@@ -17,9 +17,9 @@ import pytest
 import typer
 from fastapi.testclient import TestClient
 
-from tests.conftest import auth
+from tests.conftest import auth, wait_finished
 from tests.e2e.conftest import VIDGATE, free_port
-from tests.test_metrics import PIX, Samples, parse, value, wait_terminal
+from tests.test_metrics import PIX, Samples, parse, value
 from vidgate import cli
 from vidgate.api import create_app
 from vidgate.config import Settings
@@ -94,7 +94,7 @@ def test_worker_process_serves_its_counters_behind_the_token(
     body = {**PIX, "image_urls": ["http://127.0.0.1:9/a.png"]}
     with TestClient(create_app(settings, run_worker=False), headers=auth(api_key)) as c:
         task_id = c.post("/v1/videos/generations", json=body).json()["data"][0]["task_id"]
-        assert wait_terminal(c, task_id)["status"] == "failed"
+        assert wait_finished(c, task_id, timeout=20)["status"] == "failed"
     samples = scrape(url, Authorization=f"Bearer {TOKEN}")
     assert value(samples, "vidgate_task_failures_total", provider="local", code="image_url_refused") == 1
     assert value(samples, "vidgate_webhook_attempts_total", outcome="delivered") == 0

@@ -9,7 +9,6 @@ import os
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
 
-import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -24,7 +23,7 @@ torch = pytest.importorskip("torch")
 pytest.importorskip("diffusers")
 pytest.importorskip("transformers")
 
-from tests.conftest import ImageServer, png_bytes  # noqa: E402
+from tests.conftest import ImageServer, png_bytes, wait_finished  # noqa: E402
 from tests.gpu import tiny_wan  # noqa: E402
 from tests.render.probe import Probe, probe  # noqa: E402
 from vidgate import keys, migrations  # noqa: E402
@@ -96,14 +95,7 @@ def gateway(tmp_path: Path) -> Callable[..., Any]:
 def run(client: TestClient, body: dict[str, Any], timeout: float = 120) -> dict[str, Any]:
     response = client.post("/v1/videos/generations", json=body)
     assert response.status_code == 200, response.text
-    task_id = response.json()["data"][0]["task_id"]
-    deadline = time.time() + timeout
-    while time.time() < deadline:
-        data: dict[str, Any] = client.get(f"/v1/tasks/{task_id}").json()["data"]
-        if data["status"] in ("completed", "failed", "cancelled"):
-            return data
-        time.sleep(0.05)
-    raise AssertionError(f"task {task_id} did not finish: {data}")
+    return wait_finished(client, response.json()["data"][0]["task_id"], timeout=timeout)
 
 
 def video_of(client: TestClient, data: dict[str, Any], tmp_path: Path) -> Probe:
